@@ -1,0 +1,80 @@
+"""The one config loader: read config.yaml, validate it against the schema, fill defaults.
+
+Snakemake validates the same file with the same schema (``workflow/schemas``); this module
+serves ``llmpipe <stage> --config config.yaml`` runs outside Snakemake, and turns a section
+into the canonical JSON string that rules pass as params.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMA_FILE = SCHEMA_DIR / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value the schema rejects; the message names the key."""
+
+
+def canonical_json(section: Any) -> str:
+    """JSON with keys sorted recursively, so reordering config.yaml reruns nothing."""
+    return json.dumps(section, sort_keys=True, separators=(",", ":"))
+
+
+def load_config(path: str | os.PathLike, schema_file: Path = SCHEMA_FILE) -> dict[str, Any]:
+    """Load and validate a config file, with the schema's defaults filled in."""
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    validate_config(config, schema_file)
+    return config
+
+
+def validate_config(config: dict[str, Any], schema_file: Path = SCHEMA_FILE) -> None:
+    """Validate in place (filling defaults), raising ConfigError that names the key at fault."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    def retrieve(uri: str) -> Resource:
+        target = schema_file.parent / uri.rsplit("/", 1)[-1]
+        return Resource.from_contents(yaml.safe_load(target.read_text()))
+
+    schema = yaml.safe_load(schema_file.read_text())
+    schema.setdefault("$id", schema_file.name)
+    registry = Registry(retrieve=retrieve)
+    validator_cls = _with_defaults(jsonschema.Draft202012Validator)
+    validator = validator_cls(schema, registry=registry)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        raise ConfigError(f"config key '{key}': {err.message}")
+
+
+def _with_defaults(validator_class):
+    """A validator that fills ``default`` values into objects as it validates them."""
+    import jsonschema
+
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, json.loads(json.dumps(subschema["default"])))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def stage_params(args_params: str | None, args_config: str | None, section: str) -> dict:
+    """The config section a stage runs with: ``--params JSON`` (from a rule) or ``--config``."""
+    if args_params is not None:
+        return json.loads(args_params)
+    if args_config is not None:
+        return load_config(args_config)[section]
+    raise ConfigError(f"stage '{section}' needs --params JSON or --config config.yaml")

@@ -1,0 +1,1 @@
+"""Data curation stages: toy web, ingest, URL filter, extraction, quality, dedup, split."""

@@ -1,0 +1,79 @@
+"""File I/O shared by every stage: atomic writes, JSON, and Parquet document shards.
+
+Outputs are written under a temporary name in the same directory and renamed into place,
+so a killed job never leaves a file that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and paths show up in stats; everything else is a bug worth seeing.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_documents(
+    path: str | os.PathLike, docs: list[dict], schema: pa.Schema | None = None
+) -> None:
+    """Write documents (dicts) as one zstd Parquet file, atomically.
+
+    ``schema`` fixes the columns; it is required to write an empty shard, which downstream
+    stages must still be able to read.
+    """
+    if schema is not None:
+        docs = [{name: d.get(name) for name in schema.names} for d in docs]
+        table = pa.Table.from_pylist(docs, schema=schema)
+    elif docs:
+        table = pa.Table.from_pylist(docs)
+    else:
+        raise ValueError(f"{path}: cannot write an empty shard without a schema")
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_documents(path: str | os.PathLike, columns: list[str] | None = None) -> list[dict]:
+    """Read a Parquet shard into a list of dicts."""
+    return pq.read_table(path, columns=columns).to_pylist()
+
+
+def read_schema(path: str | os.PathLike) -> pa.Schema:
+    return pq.read_schema(path)

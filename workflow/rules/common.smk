@@ -1,0 +1,72 @@
+# Helpers shared by every rule file: paths, shards, config sections as params, code versions.
+import glob
+import hashlib
+import re
+from pathlib import Path
+
+from llmpipe.config import canonical_json
+
+RESULTS = config["results"]
+PACKAGE_DIR = Path(workflow.basedir) / "llmpipe"
+
+
+wildcard_constraints:
+    shard=r"[A-Za-z0-9_-]+",
+    band=r"\d+",
+    split=r"train|val|test",
+
+
+def section(name):
+    """A rule's params: only its own config section, keys sorted (no spurious reruns)."""
+    return canonical_json(config[name])
+
+
+def code_version(*modules):
+    """Hash of the stage's source files, so editing a stage's code reruns that stage."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update((PACKAGE_DIR / module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _shard_name(path):
+    stem = Path(path).name
+    for suffix in (".gz", ".warc", ".arc"):
+        stem = stem.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stem)
+
+
+def warc_inputs():
+    """shard name -> WARC path: the toy web's files, or the user's crawl from config."""
+    source = config["input"]["source"]
+    if source == "toyweb":
+        return {
+            f"toyweb-{i:03d}": f"{RESULTS}/toyweb/toyweb-{i:03d}.warc.gz"
+            for i in range(config["toyweb"]["files"])
+        }
+    paths = sorted({p for pattern in config["input"]["warc"] for p in glob.glob(pattern)})
+    if not paths:
+        raise ValueError(f"config input.warc matches no files: {config['input']['warc']}")
+    shards = {}
+    for path in paths:
+        name = _shard_name(path)
+        if name in shards:
+            raise ValueError(f"two input WARC files map to shard name {name!r}: {shards[name]}, {path}")
+        shards[name] = path
+    return shards
+
+
+WARCS = warc_inputs()
+SHARDS = sorted(WARCS)
+
+
+def log_path(rule_name, name="{shard}"):
+    return f"{RESULTS}/logs/{rule_name}/{name}.log"
+
+
+def benchmark_path(rule_name, name="{shard}"):
+    return f"{RESULTS}/benchmarks/{rule_name}/{name}.tsv"
+
+
+def all_targets():
+    return expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=["train", "val", "test"], shard=SHARDS)
