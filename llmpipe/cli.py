@@ -21,6 +21,13 @@ STAGES: dict[str, tuple[str, str]] = {
     "dedup-clusters": ("llmpipe.data.dedup", "union-find clusters, one survivor each"),
     "dedup-filter": ("llmpipe.data.dedup", "drop the non-surviving duplicates of a shard"),
     "split": ("llmpipe.data.split", "train/val/test by stable hash of the document id"),
+    "tokenizer": ("llmpipe.tokenizer.train", "train the byte-level BPE tokenizer on the train split"),
+    "tokenize": ("llmpipe.tokenizer.tokenize", "one split shard -> token memmap + document offsets"),
+    "pack": ("llmpipe.tokenizer.pack", "a split's tokens -> fixed-length rows (concat or best-fit)"),
+    "pretrain": ("llmpipe.train.pretrain", "train the decoder on packed sequences (resumable, DDP)"),
+    "evaluate": ("llmpipe.eval.evaluate", "losses, bits per byte, fact probes, arithmetic, samples"),
+    "generate": ("llmpipe.eval.generate", "continue prompts with a trained model (KV cache)"),
+    "export": ("llmpipe.model.export", "write a Hugging Face Llama directory of a model"),
 }
 
 

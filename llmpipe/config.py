@@ -38,10 +38,15 @@ def validate_config(config: dict[str, Any], schema_file: Path = SCHEMA_FILE) -> 
     """Validate in place (filling defaults), raising ConfigError that names the key at fault."""
     import jsonschema
     from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
 
     def retrieve(uri: str) -> Resource:
         target = schema_file.parent / uri.rsplit("/", 1)[-1]
-        return Resource.from_contents(yaml.safe_load(target.read_text()))
+        contents = yaml.safe_load(target.read_text())
+        # a section's own $schema would switch jsonschema back to its stock validator, which
+        # fills no defaults; the sections are read as the top-level schema's draft instead
+        contents.pop("$schema", None)
+        return Resource.from_contents(contents, default_specification=DRAFT202012)
 
     schema = yaml.safe_load(schema_file.read_text())
     schema.setdefault("$id", schema_file.name)
@@ -74,7 +79,9 @@ def _with_defaults(validator_class):
 def stage_params(args_params: str | None, args_config: str | None, section: str) -> dict:
     """The config section a stage runs with: ``--params JSON`` (from a rule) or ``--config``."""
     if args_params is not None:
-        return json.loads(args_params)
+        config = {section: json.loads(args_params)}
+        validate_config(config)  # Snakemake's validate leaves a $ref'd section's defaults out
+        return config[section]
     if args_config is not None:
         return load_config(args_config)[section]
     raise ConfigError(f"stage '{section}' needs --params JSON or --config config.yaml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -55,12 +55,14 @@ def run_shard(
     rejects_path: str | os.PathLike | None = None,
     output_schema: pa.Schema | None = None,
     shard: str | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
 ) -> StageStats:
     """Read a shard, apply ``step`` to each document, write kept, rejects and stats.
 
     ``output_schema`` defaults to the input's columns (a filter); a step that changes the
     columns (extraction) names its output schema. An empty result is still written with
-    its schema, and the stats say the shard came out empty.
+    its schema, and the stats say the shard came out empty. ``extra``, called once the shard
+    is done, returns a step's own counts (lines removed, languages seen) for ``stats.extra``.
     """
     stats = StageStats(stage=stage, shard=shard or _shard_name(input_path))
     input_schema = read_schema(input_path)
@@ -69,6 +71,8 @@ def run_shard(
     write_documents(output_path, kept, output_schema or input_schema)
     if rejects_path is not None:
         write_documents(rejects_path, rejected, with_reason(input_schema))
+    if extra is not None:
+        stats.extra.update(extra())
     if not kept:
         stats.extra["empty_output"] = True
     stats.write(stats_path)

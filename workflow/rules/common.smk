@@ -4,10 +4,12 @@ import hashlib
 import re
 from pathlib import Path
 
+import llmpipe
 from llmpipe.config import canonical_json
 
 RESULTS = config["results"]
-PACKAGE_DIR = Path(workflow.basedir) / "llmpipe"
+# The installed package the rules run (editable installs point back into this checkout).
+PACKAGE_DIR = Path(llmpipe.__file__).parent
 
 
 wildcard_constraints:
@@ -69,4 +71,8 @@ def benchmark_path(rule_name, name="{shard}"):
 
 
 def all_targets():
-    return expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=["train", "val", "test"], shard=SHARDS)
+    targets = expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=["train", "val", "test"], shard=SHARDS)
+    targets += expand(f"{RESULTS}/pack/{{split}}/header.json", split=["train", "val", "test"])
+    if hasattr(rules, "pack"):  # the model half needs the pack stage (issue 3) to exist
+        targets += [f"{RESULTS}/evaluate/pretrain.json"]
+    return targets

@@ -1,0 +1,1 @@
+"""Evaluation (loss, bits per byte, probes) and the KV-cache generation engine."""

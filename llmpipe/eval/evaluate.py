@@ -1,0 +1,246 @@
+"""``llmpipe evaluate``: one metrics JSON per model — loss, perplexity, bits per byte, fact
+probes (train-phrased and held-out), few-shot arithmetic and fixed-prompt samples.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llmpipe.config import stage_params
+from llmpipe.eval.generate import Sampling, generate
+from llmpipe.io import write_json
+from llmpipe.model.gpt import GPT
+from llmpipe.stats import StageStats
+from llmpipe.train import runtime as rt
+from llmpipe.train.data import Batch, PackedData
+
+
+@torch.no_grad()
+def token_nats(model: GPT, batch: Batch, runtime: rt.Runtime, document_mask: bool) -> torch.Tensor:
+    """Cross-entropy of every target in nats, [B, T]; 0 where the target is padding."""
+    batch = batch.to(runtime.device)
+    with runtime.autocast():
+        logits, _ = model(batch.inputs, segments=batch.segments if document_mask else None)
+    nats = F.cross_entropy(
+        logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-1, reduction="none"
+    )
+    return nats.view_as(batch.targets)
+
+
+def mean_loss(
+    model: GPT, data: PackedData, runtime: rt.Runtime, batch_size: int, limit: int | None, document_mask: bool
+) -> float:
+    """Mean target loss over the first ``limit`` rows, summed over all ranks."""
+    total, count = 0.0, 0
+    for batch in data.sequential(batch_size, limit, runtime.rank, runtime.world):
+        total += float(token_nats(model, batch, runtime, document_mask).sum())
+        count += int((batch.targets >= 0).sum())
+    total, count = runtime.all_sum(total, count)
+    return total / max(count, 1)
+
+
+def split_metrics(
+    model: GPT, data: PackedData, tokenizer, runtime: rt.Runtime, batch_size: int, document_mask: bool
+) -> dict:
+    """Loss, perplexity and bits per byte of one split.
+
+    Bits per byte (tokenizer-independent) is nats over the UTF-8 bytes of the ordinary-text
+    targets / ln 2; special-token targets carry no bytes and are left out of both sums.
+    """
+    special = torch.tensor(sorted(tokenizer.special_tokens.values()), dtype=torch.long)
+    nats_all = count_all = nats_text = n_bytes = 0.0
+    for batch in data.sequential(batch_size):
+        nats = token_nats(model, batch, runtime, document_mask).cpu()
+        valid = batch.targets >= 0
+        text = valid & ~torch.isin(batch.targets, special)
+        nats_all += float(nats[valid].sum())
+        count_all += int(valid.sum())
+        nats_text += float(nats[text].sum())
+        for row, keep in zip(batch.targets, text):
+            n_bytes += len(tokenizer.decode_bytes(row[keep].tolist()))
+    loss = nats_all / max(count_all, 1)
+    return {
+        "loss": loss, "perplexity": math.exp(loss), "tokens": int(count_all), "bytes": int(n_bytes),
+        "bits_per_byte": nats_text / max(n_bytes, 1) / math.log(2),
+    }
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """A prompt as a document start: <|bos|> then the text, as packed training rows see it."""
+    return [tokenizer.bos_id, *tokenizer.encode(text)]
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: GPT, pairs: list[tuple[list[int], list[int]]], runtime: rt.Runtime, batch_size: int
+) -> list[float]:
+    """Summed log-probability of each continuation given its prompt."""
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        width = max(len(p) + len(c) for p, c in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        targets = torch.full((len(chunk), width), -1, dtype=torch.long)
+        for row, (prompt, cont) in enumerate(chunk):
+            seq = torch.tensor(prompt + cont)
+            ids[row, : len(seq)] = seq
+            targets[row, len(prompt) - 1 : len(seq) - 1] = seq[len(prompt):]
+        with runtime.autocast():
+            logits, _ = model(ids.to(runtime.device))
+        logp = logits.float().log_softmax(-1).cpu()
+        picked = logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+        scores.extend((picked * (targets >= 0)).sum(-1).tolist())
+    return scores
+
+
+def answer_text(prompt: str, answer: str) -> str:
+    return answer if prompt.endswith((" ", "\n")) else " " + answer
+
+
+def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batch_size: int) -> dict:
+    """Greedy accuracy (the continuation starts with the answer) and multiple-choice accuracy
+    (the answer out-scores every other answer of its kind), with that choice's chance level."""
+    if not probes:
+        return {"n": 0}
+    choices: dict[str, list[str]] = defaultdict(list)
+    for p in probes:
+        if p.answer not in choices[p.kind]:
+            choices[p.kind].append(p.answer)
+    pairs, owners = [], []
+    for i, p in enumerate(probes):
+        for option in choices[p.kind]:
+            pairs.append((prompt_ids(tokenizer, p.prompt), tokenizer.encode(answer_text(p.prompt, option))))
+            owners.append((i, option))
+    best: dict[int, tuple[float, str]] = {}
+    for (i, option), score in zip(owners, continuation_logprobs(model, pairs, runtime, batch_size)):
+        if i not in best or score > best[i][0]:
+            best[i] = (score, option)
+    prompts = [prompt_ids(tokenizer, p.prompt) for p in probes]
+    max_new = max(len(tokenizer.encode(" " + p.answer)) for p in probes) + 1
+    continuations = greedy(model, tokenizer, prompts, max_new, batch_size)
+    rows = []
+    for i, (p, cont) in enumerate(zip(probes, continuations)):
+        rows.append({
+            "prompt": p.prompt, "answer": p.answer, "kind": p.kind, "continuation": cont,
+            "greedy_correct": cont.strip().startswith(p.answer), "choice": best[i][1],
+            "choice_correct": best[i][1] == p.answer, "chance": 1 / len(choices[p.kind]),
+        })
+    n = len(rows)
+    by_kind = {
+        kind: {"n": sum(r["kind"] == kind for r in rows),
+               "choice_accuracy": sum(r["choice_correct"] for r in rows if r["kind"] == kind)
+               / sum(r["kind"] == kind for r in rows)}
+        for kind in choices
+    }
+    return {
+        "n": n,
+        "greedy_accuracy": sum(r["greedy_correct"] for r in rows) / n,
+        "choice_accuracy": sum(r["choice_correct"] for r in rows) / n,
+        "choice_chance": sum(r["chance"] for r in rows) / n,
+        "by_kind": by_kind,
+        "examples": rows[:20],
+    }
+
+
+def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_size: int) -> list[str]:
+    sampling = Sampling(max_new, temperature=0, stop_ids=(tokenizer.eos_id, tokenizer.bos_id))
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        out += generate(model, prompts[start : start + batch_size], sampling, tokenizer.pad_id)
+    return [tokenizer.decode(ids) for ids in out]
+
+
+def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:
+    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) and answers."""
+    rng = random.Random(seed)
+
+    def problem() -> tuple[str, int]:
+        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+        if rng.random() < 0.5:
+            return f"What is {a} plus {b}?", a + b
+        a, b = max(a, b), min(a, b)
+        return f"What is {a} minus {b}?", a - b
+
+    items = []
+    for _ in range(n):
+        examples = [problem() for _ in range(shots)]
+        question, answer = problem()
+        context = "".join(f"{q} {a}\n" for q, a in examples)
+        items.append((context + question, answer))
+    return items
+
+
+def arithmetic_metrics(model: GPT, tokenizer, p: dict, batch_size: int) -> dict:
+    items = arithmetic_problems(p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"])
+    if not items:
+        return {"n": 0}
+    outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, q) for q, _ in items], 4, batch_size)
+    parsed = [re.match(r"\s*(-?\d+)", out) for out in outputs]
+    correct = [m is not None and int(m.group(1)) == a for m, (_, a) in zip(parsed, items)]
+    return {
+        "n": len(items), "accuracy": sum(correct) / len(items), "shots": p["arithmetic_shots"],
+        "examples": [{"prompt": q.splitlines()[-1], "answer": a, "output": o}
+                     for (q, a), o in list(zip(items, outputs))[:10]],
+    }
+
+
+def samples(model: GPT, tokenizer, p: dict) -> list[dict]:
+    sampling = Sampling(
+        p["sample_max_new_tokens"], p["sample_temperature"], p["sample_top_k"], None,
+        stop_ids=(tokenizer.eos_id, tokenizer.bos_id), seed=p["seed"],
+    )
+    prompts = p["sample_prompts"]
+    if not prompts:
+        return []
+    outputs = generate(model, [prompt_ids(tokenizer, t) for t in prompts], sampling, tokenizer.pad_id)
+    return [{"prompt": t, "completion": tokenizer.decode(ids)} for t, ids in zip(prompts, outputs)]
+
+
+def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime) -> dict:
+    from llmpipe.data.world import fact_probes
+
+    bs = p["batch_size"]
+    metrics = {name: split_metrics(model, data, tokenizer, runtime, bs, p["document_mask"])
+               for name, data in splits.items()}
+    metrics["facts_train_phrasing"] = probe_metrics(model, tokenizer, fact_probes(heldout=False), runtime, bs)
+    metrics["facts_heldout_phrasing"] = probe_metrics(model, tokenizer, fact_probes(heldout=True), runtime, bs)
+    metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, p, bs)
+    metrics["samples"] = samples(model, tokenizer, p)
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--model", required=True, help="model directory to evaluate")
+    parser.add_argument("--val", required=True, help="packed validation split directory")
+    parser.add_argument("--test", required=True, help="packed test split directory")
+    parser.add_argument("--output", required=True, help="metrics JSON to write")
+    parser.add_argument("--stats", required=True, help="stats.json to write")
+
+
+def run(args: argparse.Namespace, stage: str) -> int:
+    from llmpipe.train.checkpoint import load_model, load_tokenizer
+
+    p = stage_params(args.params, args.config, "evaluate")
+    stats = StageStats("evaluate", shard=Path(args.model).name)
+    runtime = rt.start(p["device"], p["dtype"])
+    torch.manual_seed(p["seed"])
+    model = load_model(args.model, runtime.device)
+    metrics = evaluate(model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime)
+    metrics["model"] = {"dir": str(args.model), "params": model.num_params(), **model.config.to_dict()}
+    write_json(args.output, metrics)
+    stats.extra.update({
+        "val_loss": metrics["val"]["loss"], "test_loss": metrics["test"]["loss"],
+        "val_bits_per_byte": metrics["val"]["bits_per_byte"],
+        "facts_train_choice_accuracy": metrics["facts_train_phrasing"].get("choice_accuracy"),
+        "facts_heldout_choice_accuracy": metrics["facts_heldout_phrasing"].get("choice_accuracy"),
+        "arithmetic_accuracy": metrics["arithmetic"].get("accuracy"),
+    })
+    stats.write(args.stats)
+    return 0

@@ -1,0 +1,127 @@
+"""Text generation: a KV-cache engine over batched prompts, and ``llmpipe generate``.
+
+Prompts of different lengths are left-padded; padding gets segment 0, so the document mask
+keeps real tokens from attending to it (RoPE is relative, so the offset changes nothing).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from llmpipe.model.gpt import GPT, KVCache
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    stop_ids: tuple[int, ...] = ()
+    seed: int = 0
+
+
+def sample_next(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from [B, V] logits: greedy, or temperature with top-k / nucleus (top-p)."""
+    if s.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / s.temperature
+    if s.top_k is not None and s.top_k < logits.size(-1):
+        kth = torch.topk(logits, s.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if s.top_p is not None and s.top_p < 1.0:
+        # Holtzman et al. 2020: keep the smallest set whose probability reaches top_p
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative - sorted_logits.softmax(dim=-1) >= s.top_p  # the first always stays
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] ids and segments (1 = prompt, 0 = padding) of prompts aligned on the right."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    segments = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        segments[row, width - len(prompt):] = 1
+    return ids.to(device), segments.to(device)
+
+
+@torch.no_grad()
+def generate(
+    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int = 0, use_cache: bool = True
+) -> list[list[int]]:
+    """New tokens for each prompt, without the stop token that ended it.
+
+    With ``use_cache`` the prompt is run once and each step feeds only the newest token;
+    without, every step reruns the whole sequence (the reference the cache must equal).
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate: every prompt needs at least one token (start it with <|bos|>)")
+    limit = model.config.context_length
+    prompts = [p[-(limit - 1):] for p in prompts]  # keep the most recent context
+    device = next(model.parameters()).device
+    ids, segments = left_pad(prompts, pad_id, device)
+    steps = min(sampling.max_new_tokens, limit - ids.size(1))
+    generator = None
+    if sampling.temperature != 0:
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    cache = None
+    if use_cache:
+        cache = KVCache(model.config, len(prompts), ids.size(1) + steps, device, next(model.parameters()).dtype)
+    stop = torch.tensor(list(sampling.stop_ids), dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    out: list[torch.Tensor] = []
+    step_ids, step_segments = ids, segments
+    for _ in range(steps):
+        logits, _ = model(step_ids, segments=step_segments, cache=cache)
+        token = sample_next(logits[:, -1], sampling, generator)
+        out.append(torch.where(done, -1, token))
+        done |= torch.isin(token, stop)
+        if bool(done.all()):
+            break
+        ones = torch.ones_like(token)[:, None]
+        if use_cache:
+            step_ids, step_segments = token[:, None], ones
+        else:
+            ids, segments = torch.cat([ids, token[:, None]], 1), torch.cat([segments, ones], 1)
+            step_ids, step_segments = ids, segments
+    if not out:
+        return [[] for _ in prompts]
+    rows = torch.stack(out, dim=1).tolist()
+    return [[t for t in row if t >= 0 and t not in sampling.stop_ids] for row in rows]
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--model", required=True, help="model directory (model.safetensors, config.json, tokenizer.json)")
+    parser.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+
+
+def run(args: argparse.Namespace, stage: str) -> int:
+    from llmpipe.train.checkpoint import load_model, load_tokenizer
+    from llmpipe.train.runtime import pick_device
+
+    model = load_model(args.model, pick_device(args.device))
+    tokenizer = load_tokenizer(args.model)
+    prompts = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in args.prompt]
+    sampling = Sampling(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+        stop_ids=(tokenizer.eos_id, tokenizer.bos_id), seed=args.seed,
+    )
+    for prompt, new in zip(args.prompt, generate(model, prompts, sampling, tokenizer.pad_id, not args.no_cache)):
+        print(prompt + tokenizer.decode(new), flush=True)
+        print("---", flush=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The language model: architecture (gpt.py) and Hugging Face export (export.py)."""

@@ -1,0 +1,1 @@
+"""Pretraining: the packed-data reader, checkpoints and the training loop."""

@@ -1,0 +1,202 @@
+"""Pretraining end to end on synthetic packed data: the reader, learning, SIGKILL + resume, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmpipe.config import load_config
+from llmpipe.train.data import PackedData, PackedDataError, TrainOrder
+from llmpipe.train.pretrain import lr_at
+from tests.conftest import REPO
+
+CONTEXT, VOCAB, BOS, PAD = 32, 128, 1, 0
+
+
+def write_packed(directory: Path, n_seq: int, seed: int) -> None:
+    """Packed rows of short "documents" (bos then an arithmetic progression mod the vocab),
+    a few rows ending in padding — the exact layout the pack stage writes."""
+    rng = np.random.default_rng(seed)
+    tokens = np.full((n_seq, CONTEXT + 1), PAD, dtype="<u2")
+    segments = np.zeros((n_seq, CONTEXT + 1), dtype="<u2")
+    for row in range(n_seq):
+        pos, seg = 0, 0
+        end = CONTEXT + 1 - (int(rng.integers(1, 8)) if row % 4 == 0 else 0)
+        while pos < end:
+            seg += 1
+            length = min(int(rng.integers(4, 16)), end - pos)
+            start, stride = int(rng.integers(3, VOCAB)), int(rng.integers(1, 4))
+            doc = [BOS] + [3 + (start + i * stride) % (VOCAB - 3) for i in range(length - 1)]
+            tokens[row, pos : pos + length], segments[row, pos : pos + length] = doc, seg
+            pos += length
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens.tofile(directory / "tokens.bin")
+    segments.tofile(directory / "segments.bin")
+    header = {
+        "format": "llmpipe-packed/1", "dtype": "uint16", "n_seq": n_seq, "seq_len": CONTEXT + 1,
+        "context_length": CONTEXT, "vocab_size": VOCAB, "bos_id": BOS, "eos_id": 2, "pad_id": PAD,
+        "method": "best_fit",
+    }
+    (directory / "header.json").write_text(json.dumps(header))
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pack")
+    write_packed(root / "train", 160, seed=0)
+    write_packed(root / "val", 24, seed=1)
+    (root / "tokenizer.json").write_text("{}")  # copied into the model dir, never parsed here
+    return root
+
+
+def settings(**overrides) -> dict:
+    """The schema's defaults (the real config path), made small and CPU-only for a test."""
+    config = load_config(REPO / "config.yaml")
+    params = {**config["pretrain"], "device": "cpu", "batch_size": 8, "tokens_per_step": 512,
+              "max_steps": 40, "warmup_steps": 5, "eval_every": 20, "eval_sequences": 24,
+              "checkpoint_every": 10, **overrides}
+    model = {**config["model"], "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64}
+    return {"params": params, "model": model}
+
+
+def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None) -> list[str]:
+    launcher = launcher or [sys.executable, "-m", "llmpipe.cli"]
+    return [
+        *launcher, "pretrain", "--params", json.dumps(cfg["params"]), "--model-params", json.dumps(cfg["model"]),
+        "--train", str(packed / "train"), "--val", str(packed / "val"), "--tokenizer", str(packed / "tokenizer.json"),
+        "--output", str(out), "--stats", str(out / "stats.json"),
+    ]
+
+
+def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None) -> str:
+    proc = subprocess.run(pretrain_cmd(packed, out, cfg, launcher), capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reader_masks_padding_targets_and_keeps_segments(packed):
+    data = PackedData(packed / "train")
+    batch = data.batch(np.array([0, 4]))
+    assert batch.inputs.shape == batch.targets.shape == batch.segments.shape == (2, CONTEXT)
+    raw_tokens, raw_segments = data.tokens[[0, 4]].astype(np.int64), data.segments[[0, 4]]
+    assert (batch.inputs.numpy() == raw_tokens[:, :-1]).all()
+    padding = raw_segments[:, 1:] == 0
+    assert padding.any()  # row 0 ends in padding by construction
+    assert (batch.targets.numpy()[padding] == -1).all()
+    assert (batch.targets.numpy()[~padding] == raw_tokens[:, 1:][~padding]).all()
+
+
+def test_reader_errors_name_the_file(packed, tmp_path):
+    bad = tmp_path / "train"
+    shutil.copytree(packed / "train", bad)
+    with open(bad / "tokens.bin", "ab") as fh:
+        fh.write(b"\0\0")
+    with pytest.raises(PackedDataError, match="tokens.bin"):
+        PackedData(bad)
+    (bad / "header.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(PackedDataError, match="header.json"):
+        PackedData(bad)
+
+
+def test_train_order_covers_each_epoch_and_resumes_exactly(packed):
+    data = PackedData(packed / "train")
+    order = TrainOrder(data, 16, seed=3)
+    first_epoch = torch.cat([order.next_batch().inputs for _ in range(10)])
+    assert len({tuple(r) for r in first_epoch.tolist()}) == len({tuple(r) for r in data.tokens[:, :-1].tolist()})
+    resumed = TrainOrder(data, 16, seed=3)
+    resumed.load_state_dict(order.state_dict())
+    assert torch.equal(order.next_batch().inputs, resumed.next_batch().inputs)
+    # two ranks split exactly the rows one process takes
+    one, r0, r1 = TrainOrder(data, 8, 3), TrainOrder(data, 4, 3, 0, 2), TrainOrder(data, 4, 3, 1, 2)
+    assert torch.equal(one.next_batch().inputs, torch.cat([r0.next_batch().inputs, r1.next_batch().inputs]))
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    p = {"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "min_lr_ratio": 0.1}
+    lrs = [lr_at(s, p) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1)
+
+
+def unigram_entropy(data: PackedData) -> float:
+    rows = data.batch(np.arange(len(data)))
+    targets = rows.targets[rows.targets >= 0]
+    p = torch.bincount(targets, minlength=VOCAB).double() / targets.numel()
+    p = p[p > 0]
+    return float(-(p * p.log()).sum())
+
+
+def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed, tmp_path):
+    out = tmp_path / "model"
+    run_pretrain(packed, out, settings(max_steps=60))
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(rows[0])
+    entropy = unigram_entropy(PackedData(packed / "val"))
+    assert rows[-1]["val_loss"] < 0.6 * entropy, (rows[-1]["val_loss"], entropy)
+    stats = json.loads((out / "stats.json").read_text())["extra"]
+    assert stats["steps"] == 60 and stats["tokens"] == 60 * 512
+    assert stats["tokens_per_param"] == pytest.approx(stats["tokens"] / stats["params"])
+    assert stats["train_val_gap"] == pytest.approx(stats["final_val_loss"] - stats["final_train_eval_loss"])
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path):
+    cfg = settings(max_steps=120, eval_every=60)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    run_pretrain(packed, reference, cfg)
+
+    proc = subprocess.Popen(pretrain_cmd(packed, killed, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = killed / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if live.exists() and len(live.read_text().splitlines()) >= 45:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()
+    log = run_pretrain(packed, killed, cfg)
+    resumed_from = int(log.split("resumed from step ")[1].split()[0])
+    assert 40 <= resumed_from < 120
+    a, b = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in metrics(reference)] == [r["loss"] for r in metrics(killed)]
+
+
+def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):
+    out = tmp_path / "model"
+    run_pretrain(packed, out, settings(max_steps=10))
+    log = run_pretrain(packed, out, settings(max_steps=12))
+    assert "starting fresh" in log and "resumed" not in log
+    assert [r["step"] for r in metrics(out)] == list(range(1, 13))
+
+
+def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path):
+    cfg = settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256)
+    run_pretrain(packed, tmp_path / "single", cfg)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llmpipe.cli"]
+    run_pretrain(packed, tmp_path / "ddp", cfg, launcher=torchrun, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    single, ddp = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
+    assert json.loads((tmp_path / "ddp" / "stats.json").read_text())["extra"]["world_size"] == 2
+    for s, d in zip(single, ddp, strict=True):
+        assert d["loss"] == pytest.approx(s["loss"], rel=1e-4)
+    assert ddp[-1]["val_loss"] == pytest.approx(single[-1]["val_loss"], rel=1e-4)
+    assert math.isfinite(ddp[-1]["val_loss"])
