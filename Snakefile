@@ -2,6 +2,8 @@
 # The stages live in workflow/rules/*.smk; each rule is a thin call of `llmpipe <stage>`.
 from snakemake.utils import min_version, validate
 
+from llmpipe.config import validate_config
+
 min_version("9.0")
 
 
@@ -9,6 +11,14 @@ configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# Snakemake fills no defaults inside $ref'd section schemas; llmpipe's loader does.
+validate_config(config)
+
+
+wildcard_constraints:
+    shard=r"[A-Za-z0-9_-]+",
+    band=r"\d+",
+    split=r"train|val|test",
 
 
 include: "workflow/rules/common.smk"

@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: paths, shards, config sections as params, code versions.
+# Helpers shared by all rule files (paths, shards, config sections as params, code versions).
 import glob
 import hashlib
 import re
@@ -11,11 +11,6 @@ RESULTS = config["results"]
 # The installed package the rules run (editable installs point back into this checkout).
 PACKAGE_DIR = Path(llmpipe.__file__).parent
 
-
-wildcard_constraints:
-    shard=r"[A-Za-z0-9_-]+",
-    band=r"\d+",
-    split=r"train|val|test",
 
 
 def section(name):
@@ -73,6 +68,23 @@ def benchmark_path(rule_name, name="{shard}"):
 def all_targets():
     targets = expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=["train", "val", "test"], shard=SHARDS)
     targets += expand(f"{RESULTS}/pack/{{split}}/header.json", split=["train", "val", "test"])
-    if hasattr(rules, "pack"):  # the model half needs the pack stage (issue 3) to exist
-        targets += [f"{RESULTS}/evaluate/pretrain.json"]
+    targets += [f"{RESULTS}/evaluate/pretrain.json"]
     return targets
+
+
+# The model half: packed splits, model directories, launcher.
+PACKED_FILES = ["header.json", "tokens.bin", "segments.bin"]
+MODEL_FILES = ["model.safetensors", "config.json", "tokenizer.json"]
+MODEL_CODE = ["model/gpt.py", "train/data.py", "train/checkpoint.py", "train/runtime.py"]
+
+
+def packed(split):
+    return [f"{RESULTS}/pack/{split}/{name}" for name in PACKED_FILES]
+
+
+def pretrain_launcher():
+    """`llmpipe` on one device; torchrun with one process per GPU (DDP) when there are more."""
+    gpus = config["pretrain"]["gpus"]
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {gpus} -m llmpipe.cli"
+    return "llmpipe"

@@ -2,23 +2,6 @@
 # Checkpoints live in results/pretrain/run/, outside the declared outputs, so a killed job's
 # rerun (rerun-incomplete) resumes from the latest one instead of starting over.
 
-PACKED_FILES = ["header.json", "tokens.bin", "segments.bin"]
-MODEL_FILES = ["model.safetensors", "config.json", "tokenizer.json"]
-MODEL_CODE = ["model/gpt.py", "train/data.py", "train/checkpoint.py", "train/runtime.py"]
-
-
-def packed(split):
-    return [f"{RESULTS}/pack/{split}/{name}" for name in PACKED_FILES]
-
-
-def pretrain_launcher():
-    """`llmpipe` on one device; torchrun with one process per GPU (DDP) when there are more."""
-    gpus = config["pretrain"]["gpus"]
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node {gpus} -m llmpipe.cli"
-    return "llmpipe"
-
-
 rule pretrain:
     input:
         train=packed("train"),
