@@ -13,9 +13,16 @@ PACKAGE_DIR = Path(llmpipe.__file__).parent
 
 
 
-def section(name):
-    """A rule's params: only its own config section, keys sorted (no spurious reruns)."""
-    return canonical_json(config[name])
+def section(name, keys=None):
+    """A rule's params: only its own config section (or just `keys` of it), keys sorted.
+
+    Sorted keys mean reordering config.yaml reruns nothing; `keys` lets a step that reads
+    part of a section (MinHash signatures ignore dedup.threshold) skip reruns for the rest.
+    """
+    values = config[name]
+    if keys is not None:
+        values = {key: values[key] for key in keys}
+    return canonical_json(values)
 
 
 def code_version(*modules):

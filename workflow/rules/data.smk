@@ -117,7 +117,7 @@ rule dedup_signatures:
     output:
         signatures=f"{RESULTS}/dedup/signatures/{{shard}}.npz",
     params:
-        cfg=section("dedup"),
+        cfg=section("dedup", keys=["bands", "rows", "seed", "ngram", "hash"]),
         code=code_version("data/dedup.py"),
     log:
         log_path("dedup_signatures"),
