@@ -16,6 +16,7 @@ extensions = [
         f"llmpipe._{src.stem}",
         [str(src.relative_to(HERE))],
         include_dirs=["ext"],
+        depends=[str(h.relative_to(HERE)) for h in (HERE / "ext").glob("*.h")],
         extra_compile_args=["-O3"],
     )
     for src in SOURCES
