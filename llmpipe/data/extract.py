@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from llmpipe.config import stage_params
 from llmpipe.data.documents import TEXT
-from llmpipe.data.stage import Drop, Step, run_shard
+from llmpipe.data.stage import Drop, Step, add_shard_arguments, run_shard
 
 Backend = Callable[[str, str | None], str]
 
@@ -164,10 +164,7 @@ def make_step(params: dict) -> Step:
 
 
 def add_arguments(parser, stage: str) -> None:
-    parser.add_argument("--input", required=True, help="RAW Parquet shard (url_filter output)")
-    parser.add_argument("--output", required=True, help="TEXT Parquet shard to write")
-    parser.add_argument("--rejects", required=True, help="Parquet of dropped documents with reason")
-    parser.add_argument("--stats", required=True, help="the stage's stats.json")
+    add_shard_arguments(parser, "RAW Parquet shard (url_filter output)", "TEXT Parquet shard to write")
 
 
 def run(args, stage: str) -> int:

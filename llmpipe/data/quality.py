@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import regex
 
 from llmpipe.config import ConfigError, stage_params
-from llmpipe.data.stage import Drop, run_shard
+from llmpipe.data.stage import Drop, add_shard_arguments, run_shard
 
 SECTION = "quality"
 
@@ -385,10 +385,7 @@ class QualityStep:
 
 
 def add_arguments(parser, stage: str) -> None:
-    parser.add_argument("--input", required=True, help="TEXT Parquet shard (from extract)")
-    parser.add_argument("--output", required=True, help="kept documents (TEXT Parquet)")
-    parser.add_argument("--rejects", required=True, help="dropped documents with their reason")
-    parser.add_argument("--stats", required=True, help="stats.json")
+    add_shard_arguments(parser, "TEXT Parquet shard (from extract)", "kept documents (TEXT Parquet)")
 
 
 def run(args, stage: str) -> int:

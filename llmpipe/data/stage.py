@@ -79,6 +79,14 @@ def run_shard(
     return stats
 
 
+def add_shard_arguments(parser, input_help: str, output_help: str) -> None:
+    """The CLI flags of every per-document shard stage (the shape run_shard takes)."""
+    parser.add_argument("--input", required=True, help=input_help)
+    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument("--rejects", required=True, help="dropped documents with their reason")
+    parser.add_argument("--stats", required=True, help="the stage's stats.json")
+
+
 def _shard_name(path: str | os.PathLike) -> str:
     name = os.path.basename(os.fspath(path))
     return name.split(".", 1)[0]

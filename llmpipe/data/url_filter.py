@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from llmpipe.config import ConfigError, stage_params
-from llmpipe.data.stage import Drop, run_shard
+from llmpipe.data.stage import Drop, add_shard_arguments, run_shard
 
 SECTION = "url_filter"
 BLOCKLIST_DIR = Path(__file__).resolve().parent / "blocklists"
@@ -212,10 +212,7 @@ def filter_doc(doc: dict, rules: UrlRules) -> dict | Drop:
 
 
 def add_arguments(parser, stage: str) -> None:
-    parser.add_argument("--input", required=True, help="RAW Parquet shard (from ingest)")
-    parser.add_argument("--output", required=True, help="kept documents (RAW Parquet)")
-    parser.add_argument("--rejects", required=True, help="dropped documents with their reason")
-    parser.add_argument("--stats", required=True, help="stats.json")
+    add_shard_arguments(parser, "RAW Parquet shard (from ingest)", "kept documents (RAW Parquet)")
 
 
 def run(args, stage: str) -> int:
