@@ -1,0 +1,1 @@
+"""Post-training: chat template, SFT, DPO and RL on verifiable rewards."""
