@@ -69,6 +69,11 @@ static inline int bytes_append(bytebuf *b, const uint8_t *p, size_t n) {
 
 /* ------------------------------------------------------------------ bytes -> int64 map */
 
+/* Open addressing with linear probing, grown ×2 past 3/4 load: with well-mixed hashes a
+ * lookup stays at a few probes, and tables hold 1.3-2.7 slots per key (not 2-4 as at 1/2),
+ * which is what bounds the trainer's peak memory (the pre-token tables). */
+static inline int map_full(size_t n, size_t cap) { return 4 * (n + 1) > 3 * cap; }
+
 typedef struct { uint64_t hash, off; uint32_t len; int64_t val; } bmap_entry;
 typedef struct { bmap_entry *t; size_t cap, n; bytebuf keys; } bmap;
 
@@ -129,7 +134,7 @@ static int bmap_rehash(bmap *m) {
 static inline int64_t *bmap_upsert(bmap *m, const uint8_t *p, size_t n, uint64_t h) {
     bmap_entry *e = bmap_slot(m, p, n, h);
     if (e->hash) return &e->val;
-    if (2 * (m->n + 1) > m->cap) {
+    if (map_full(m->n, m->cap)) {
         if (bmap_rehash(m)) return NULL;
         e = bmap_slot(m, p, n, h);
     }
@@ -190,7 +195,7 @@ static inline int64_t *pmap_find(const pmap *m, uint64_t key) {
 static int64_t *pmap_upsert(pmap *m, uint64_t key, int64_t init) {
     pmap_entry *e = pmap_slot(m, key);
     if (e->key == key) return &e->val;
-    if (2 * (m->n + 1) > m->cap) {
+    if (map_full(m->n, m->cap)) {
         pmap old = *m;
         if (pmap_init(m, old.cap * 2)) { *m = old; return NULL; }
         for (size_t i = 0; i < old.cap; i++)
@@ -203,6 +208,61 @@ static int64_t *pmap_upsert(pmap *m, uint64_t key, int64_t init) {
     e->val = init;
     m->n++;
     return &e->val;
+}
+
+/* ------------------------------------------------------------------ str -> UTF-8 */
+
+/* A Python str's code points, read in place: kind 1, 2 or 4 bytes per code point (PEP 393),
+ * or kind 0 for bytes that are UTF-8 already. */
+typedef struct { const void *data; size_t n; int kind; } ucs_text;
+
+static inline uint32_t ucs_at(const ucs_text *t, size_t i) {
+    return t->kind == 2 ? ((const uint16_t *)t->data)[i]
+         : t->kind == 4 ? ((const uint32_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
+}
+
+/* Bytes of t's UTF-8; surrogates take 3 bytes, as Python's "surrogatepass" writes them. */
+static size_t ucs_utf8_len(const ucs_text *t) {
+    if (t->kind == 0) return t->n;
+    size_t len = t->n;
+    for (size_t i = 0; i < t->n; i++) {
+        uint32_t c = ucs_at(t, i);
+        len += (c >= 0x80) + (c >= 0x800) + (c >= 0x10000);
+    }
+    return len;
+}
+
+/* Write t's UTF-8 to out (ucs_utf8_len(t) bytes). */
+static void ucs_utf8(const ucs_text *t, uint8_t *out) {
+    if (t->kind == 0) { memcpy(out, t->data, t->n); return; }
+    for (size_t i = 0; i < t->n; i++) {
+        uint32_t c = ucs_at(t, i);
+        if (c < 0x80) {
+            *out++ = (uint8_t)c;
+        } else if (c < 0x800) {
+            *out++ = (uint8_t)(0xC0 | (c >> 6));
+            *out++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            *out++ = (uint8_t)(0xE0 | (c >> 12));
+            *out++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *out++ = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            *out++ = (uint8_t)(0xF0 | (c >> 18));
+            *out++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            *out++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            *out++ = (uint8_t)(0x80 | (c & 0x3F));
+        }
+    }
+}
+
+/* Concatenated UTF-8 of n texts in *buf (malloc'd) with off[0..n] segment offsets. */
+static int ucs_pack(const ucs_text *texts, size_t n, uint8_t **buf, int64_t *off) {
+    off[0] = 0;
+    for (size_t k = 0; k < n; k++) off[k + 1] = off[k] + (int64_t)ucs_utf8_len(&texts[k]);
+    *buf = malloc(off[n] ? (size_t)off[n] : 1);
+    if (!*buf) return -1;
+    for (size_t k = 0; k < n; k++) ucs_utf8(&texts[k], *buf + off[k]);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ GPT-4 splitter */
@@ -295,6 +355,7 @@ typedef struct {
     pthread_mutex_t mu;
     bmap map;   /* piece bytes -> (offset in ids << 8) | count */
     u32buf ids;
+    char pad[64]; /* keeps each slot's counters off its neighbours' cache lines */
 } bpe_cache;
 
 typedef struct {
@@ -448,6 +509,115 @@ static int bpe_encode(bpe_encoder *e, const uint8_t *buf, const int64_t *off, si
     cache_release(c);
     work_free(&w);
     return rc;
+}
+
+/* ------------------------------------------------------------------ batches on threads */
+
+/* Many texts in chunks of consecutive texts: worker threads and the caller take chunks in
+ * order and encode them; the caller waits for chunks in order (encoding untaken ones while
+ * it waits) and turns each finished chunk into Python objects, so only it needs the GIL. */
+typedef struct {
+    bpe_encoder *e;
+    const ucs_text *texts;
+    size_t *bounds;         /* chunk c holds texts bounds[c] .. bounds[c+1]-1 */
+    size_t nchunks;
+    u32buf *ids;            /* per chunk */
+    int64_t *ends;          /* per text: ids of its chunk up to its end */
+    int *state;             /* per chunk: 0 untaken, 1 taken, 2 done, -1 out of memory */
+    size_t next;            /* first untaken chunk */
+    pthread_mutex_t mu;
+    pthread_cond_t done;
+} bpe_batch;
+
+/* Cut n texts into chunks of about `chars` code points; 0 or -1 when out of memory. */
+static int bpe_batch_init(bpe_batch *b, bpe_encoder *e, const ucs_text *texts, size_t n, size_t chars) {
+    memset(b, 0, sizeof *b);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->done, NULL);
+    b->e = e;
+    b->texts = texts;
+    b->bounds = malloc((n + 2) * sizeof(size_t));
+    b->ends = malloc((n + 1) * sizeof(int64_t));
+    if (!b->bounds || !b->ends) return -1;
+    size_t filled = 0;
+    b->bounds[0] = 0;
+    for (size_t k = 0; k < n; k++) {
+        filled += texts[k].n;
+        if (filled >= chars || k + 1 == n) { b->bounds[++b->nchunks] = k + 1; filled = 0; }
+    }
+    b->ids = calloc(b->nchunks + 1, sizeof(u32buf));
+    b->state = calloc(b->nchunks + 1, sizeof(int));
+    return b->ids && b->state ? 0 : -1;
+}
+
+static void bpe_batch_free(bpe_batch *b) {
+    if (b->ids)
+        for (size_t c = 0; c < b->nchunks; c++) free(b->ids[c].a);
+    free(b->ids); free(b->bounds); free(b->ends); free(b->state);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->done);
+}
+
+static int batch_take(bpe_batch *b, size_t *c) {
+    pthread_mutex_lock(&b->mu);
+    int got = b->next < b->nchunks;
+    if (got) { *c = b->next++; b->state[*c] = 1; }
+    pthread_mutex_unlock(&b->mu);
+    return got;
+}
+
+static void batch_encode_chunk(bpe_batch *b, size_t c) {
+    size_t lo = b->bounds[c], n = b->bounds[c + 1] - lo;
+    uint8_t *buf = NULL;
+    u32buf ids = {0}; /* local: chunks' buffers share cache lines, and every id moves ids.n */
+    int64_t *off = malloc((n + 1) * sizeof(int64_t));
+    int rc = !off || ucs_pack(b->texts + lo, n, &buf, off) ||
+             bpe_encode(b->e, buf, off, n, 1, &ids, b->ends + lo);
+    free(buf);
+    free(off);
+    pthread_mutex_lock(&b->mu);
+    b->ids[c] = ids;
+    b->state[c] = rc ? -1 : 2;
+    pthread_cond_broadcast(&b->done);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void *bpe_batch_worker(void *arg) {
+    bpe_batch *b = arg;
+    size_t c;
+    while (batch_take(b, &c)) batch_encode_chunk(b, c);
+    return NULL;
+}
+
+/* Wait until chunk c is encoded, encoding untaken chunks meanwhile: 0, or -1 when chunk c
+ * ran out of memory. */
+static int bpe_batch_wait(bpe_batch *b, size_t c) {
+    size_t d;
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        int s = b->state[c];
+        pthread_mutex_unlock(&b->mu);
+        if (s == 2 || s == -1) return s == 2 ? 0 : -1;
+        if (batch_take(b, &d)) { batch_encode_chunk(b, d); continue; }
+        pthread_mutex_lock(&b->mu);
+        while (b->state[c] == 1) pthread_cond_wait(&b->done, &b->mu);
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
+/* Start up to `want` workers; returns how many started (0 is fine: the caller does it all). */
+static int bpe_batch_start(bpe_batch *b, pthread_t *tids, int want) {
+    int started = 0;
+    while (started < want && pthread_create(&tids[started], NULL, bpe_batch_worker, b) == 0) started++;
+    return started;
+}
+
+/* Let no more chunks start, then wait for the workers. */
+static void bpe_batch_join(bpe_batch *b, pthread_t *tids, int started) {
+    pthread_mutex_lock(&b->mu);
+    b->next = b->nchunks;
+    pthread_mutex_unlock(&b->mu);
+    for (int k = 0; k < started; k++) pthread_join(tids[k], NULL);
 }
 
 static void bpe_encoder_free(bpe_encoder *e) {

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pydoc_data.topics import topics
 
 from llmpipe.tokenizer import GPT4_PATTERN, SPECIAL_TOKENS, Tokenizer, TokenizerError
+from llmpipe.tokenizer.bpe import pack_segments
 from llmpipe.tokenizer.hf import byte_to_unicode, export_hf, hf_byte_order
 
 CORPUS = "".join(topics[k] for k in sorted(topics))
@@ -76,6 +77,26 @@ def test_encode_batch_equals_encode(tok):
     assert tok.encode_batch(["a<|end|>"], allowed_special="all") == [tok.encode("a<|end|>", allowed_special="all")]
 
 
+def test_encode_batch_in_many_chunks_on_threads(tok, monkeypatch):
+    """Small chunks make encode_batch split its texts over several threads and merge back."""
+    monkeypatch.setattr("llmpipe.tokenizer.bpe.ENCODE_CHUNK_CHARS", 3000)
+    docs = [CORPUS[i : i + 300 + i % 900] for i in range(0, 300_000, 1000)] + ADVERSARIAL[:-1]
+    expected = tiktoken_of(tok).encode_ordinary_batch(docs, num_threads=1)
+    assert tok.encode_batch(docs, num_threads=1) == expected
+    assert tok.encode_batch(docs, num_threads=3) == expected
+    with pytest.raises(TypeError, match="text 1 is bytes, not str"):
+        tok.encode_batch(["a", b"b"])
+
+
+def test_id_lists_checks_its_arrays(tok):
+    lists = tok._core.id_lists(np.array([5, 6, 7], np.uint32), np.array([1, 1, 3], np.int64))
+    assert lists == [[5], [], [6, 7]]
+    with pytest.raises(ValueError, match="out of order or past"):
+        tok._core.id_lists(np.array([5], np.uint32), np.array([2], np.int64))
+    with pytest.raises(ValueError, match="out of range"):
+        tok._core.id_lists(np.array([tok.vocab_size], np.uint32), np.array([1], np.int64))
+
+
 def test_save_load_roundtrip(tok, tmp_path):
     tok.save(tmp_path / "t.json")
     loaded = Tokenizer.load(tmp_path / "t.json")
@@ -116,6 +137,16 @@ def test_roundtrip_any_unicode(tok, text):
     assert tok.decode(ids, errors="surrogatepass") == text
     if not regex.search(r"\p{Cs}", text):
         assert tok.decode(ids) == text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet=ANY_CHAR, max_size=60), max_size=6))
+def test_strs_read_in_place_equal_python_utf8(tok, texts):
+    """encode_batch converts strs to UTF-8 in C, from any storage (ASCII, Latin-1, UCS-2,
+    UCS-4, lone surrogates): ids equal those of Python's own "surrogatepass" UTF-8 bytes."""
+    buf, offsets = pack_segments([t.encode("utf-8", "surrogatepass") for t in texts])
+    ids, ends = tok.encode_utf8(buf, offsets)
+    assert tok.encode_batch(texts) == [a.tolist() for a in np.split(ids, ends[:-1])][: len(texts)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -33,7 +33,8 @@ GPT4_PATTERN = (
 )
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 FORMAT, VERSION = "llmpipe-bpe", 1
-BATCH_BYTES = 8 << 20  # pre-token counting works on ~8 MB batches of text
+BATCH_BYTES = 2 << 20  # pre-token counting works on ~2 MB batches of text
+ENCODE_CHUNK_CHARS = 1 << 17  # encode_batch hands threads chunks of ~128K characters
 
 
 class TokenizerError(ValueError):
@@ -44,7 +45,8 @@ class TokenizerError(ValueError):
 def char_classes() -> np.ndarray:
     """One byte per code point: 1 letter, 2 number, 4 whitespace, as the `regex` package sees
     them, so the compiled splitter and the regex fallback agree on all of Unicode."""
-    chars = "".join(map(chr, range(0x110000)))
+    # every code point, surrogates included, as one 4.5 MB string (no million 1-char strs)
+    chars = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     table = np.zeros(0x110000, dtype=np.uint8)
     for bit, pattern in ((1, r"\p{L}+"), (2, r"\p{N}+"), (4, r"\s+")):
         for m in regex.finditer(pattern, chars):
@@ -116,8 +118,9 @@ class Tokenizer:
     # ---------------------------------------------------------------- encoding
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special tokens: '<|user|>' in the text is just bytes."""
-        ids, _ = self._encode_texts([text])
-        return ids.tolist()
+        if self._fast_split:
+            return self._core.encode_batch([text], ENCODE_CHUNK_CHARS, 1)[0]
+        return self._core.id_lists(*self._encode_regex([text]))[0]
 
     def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = frozenset()) -> list[int]:
         """Encode text; only the special tokens named in `allowed_special` (or "all") are
@@ -140,13 +143,19 @@ class Tokenizer:
         allowed_special: Collection[str] | Literal["all"] = frozenset(),
         num_threads: int = 2,
     ) -> list[list[int]]:
-        """Encode many texts on `num_threads` threads (the C core runs without the GIL)."""
+        """Encode many texts on `num_threads` threads, the calling one included.
+
+        With the GPT-4 split, C threads encode ~128K-character chunks without ever taking the
+        GIL, while the calling thread alone builds the lists (and encodes when it would wait)."""
         texts = list(texts)
         if self._allowed(allowed_special):
             with ThreadPoolExecutor(num_threads) as pool:
                 return list(pool.map(lambda t: self.encode(t, allowed_special), texts))
-        ids, ends = self.encode_utf8(*pack_segments([utf8(t) for t in texts]), num_threads=num_threads)
-        return [a.tolist() for a in np.split(ids, ends[:-1])] if texts else []
+        if self._fast_split:
+            return self._core.encode_batch(texts, ENCODE_CHUNK_CHARS, num_threads)
+        with ThreadPoolExecutor(num_threads) as pool:
+            parts = pool.map(self._encode_regex, [texts[i : i + 256] for i in range(0, len(texts), 256)])
+            return [ids for part in parts for ids in self._core.id_lists(*part)]
 
     def encode_utf8(self, buf: bytes | np.ndarray, offsets: np.ndarray, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Encode UTF-8 documents buf[offsets[k]:offsets[k+1]] without specials, in parallel.
@@ -169,13 +178,11 @@ class Tokenizer:
         if self._fast_split:
             return self._core.encode(np.frombuffer(buf, dtype=np.uint8), offsets, True)
         texts = [bytes(buf[a:b]).decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])]
-        return self._encode_texts(texts)
+        return self._encode_regex(texts)
 
-    def _encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        if self._fast_split:
-            buf, offsets = pack_segments([utf8(t) for t in texts])
-            return self._core.encode(buf, offsets, True)
-        # regex fallback: pieces become the segments; map piece ends back to documents
+    def _encode_regex(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The fallback for other split patterns: regex pieces become the segments, and
+        piece ends map back to documents."""
         pieces = [[utf8(p) for p in self._regex.findall(t)] for t in texts]
         buf, offsets = pack_segments([p for doc in pieces for p in doc])
         ids, piece_ends = self._core.encode(buf, offsets, False)
@@ -245,6 +252,7 @@ class Tokenizer:
             done = learned
         bar.close()
         merges = trainer.merges().tolist()
+        del trainer  # free its word and pair tables before the tokenizer's own are built
         if len(merges) < n_merges:
             warnings.warn(f"corpus supports only {len(merges)} merges, not {n_merges}: vocab_size "
                           f"is {256 + len(merges) + len(special_tokens)}", stacklevel=2)
