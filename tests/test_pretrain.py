@@ -17,16 +17,21 @@ import torch
 from safetensors.torch import load_file
 
 from llmpipe.config import load_config
-from llmpipe.train.data import PackedData, PackedDataError, TrainOrder
+from llmpipe.eval.evaluate import mean_loss
+from llmpipe.train import runtime as rt
+from llmpipe.train.checkpoint import load_model
+from llmpipe.train.data import PackedData, PackedDataError, TrainOrder, target_counts
+from llmpipe.train.data import unigram_entropy as counts_entropy
 from llmpipe.train.pretrain import lr_at
 from tests.conftest import REPO
 
 CONTEXT, VOCAB, BOS, PAD = 32, 128, 1, 0
 
 
-def write_packed(directory: Path, n_seq: int, seed: int) -> None:
+def write_packed(directory: Path, n_seq: int, seed: int, noise: bool = False) -> None:
     """Packed rows of short "documents" (bos then an arithmetic progression mod the vocab),
-    a few rows ending in padding — the exact layout the pack stage writes."""
+    a few rows ending in padding — the exact layout the pack stage writes. ``noise``: the
+    documents are uniform random tokens instead, which no model can learn."""
     rng = np.random.default_rng(seed)
     tokens = np.full((n_seq, CONTEXT + 1), PAD, dtype="<u2")
     segments = np.zeros((n_seq, CONTEXT + 1), dtype="<u2")
@@ -38,6 +43,8 @@ def write_packed(directory: Path, n_seq: int, seed: int) -> None:
             length = min(int(rng.integers(4, 16)), end - pos)
             start, stride = int(rng.integers(3, VOCAB)), int(rng.integers(1, 4))
             doc = [BOS] + [3 + (start + i * stride) % (VOCAB - 3) for i in range(length - 1)]
+            if noise:
+                doc = [BOS] + rng.integers(3, VOCAB, length - 1).tolist()
             tokens[row, pos : pos + length], segments[row, pos : pos + length] = doc, seg
             pos += length
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,6 +63,7 @@ def packed(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pack")
     write_packed(root / "train", 160, seed=0)
     write_packed(root / "val", 24, seed=1)
+    write_packed(root / "noise", 24, seed=2, noise=True)
     (root / "tokenizer.json").write_text("{}")  # copied into the model dir, never parsed here
     return root
 
@@ -70,17 +78,18 @@ def settings(**overrides) -> dict:
     return {"params": params, "model": model}
 
 
-def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None) -> list[str]:
+def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, val: str = "val") -> list[str]:
     launcher = launcher or [sys.executable, "-m", "llmpipe.cli"]
     return [
         *launcher, "pretrain", "--params", json.dumps(cfg["params"]), "--model-params", json.dumps(cfg["model"]),
-        "--train", str(packed / "train"), "--val", str(packed / "val"), "--tokenizer", str(packed / "tokenizer.json"),
+        "--train", str(packed / "train"), "--val", str(packed / val), "--tokenizer", str(packed / "tokenizer.json"),
         "--output", str(out), "--stats", str(out / "stats.json"),
     ]
 
 
-def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None) -> str:
-    proc = subprocess.run(pretrain_cmd(packed, out, cfg, launcher), capture_output=True, text=True, timeout=300, env=env)
+def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None, val: str = "val") -> str:
+    cmd = pretrain_cmd(packed, out, cfg, launcher, val)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
@@ -142,6 +151,14 @@ def unigram_entropy(data: PackedData) -> float:
     return float(-(p * p.log()).sum())
 
 
+def test_unigram_entropy_counts_the_loss_targets_in_chunks(packed):
+    data = PackedData(packed / "train")
+    counts = target_counts(data, chunk_rows=7)  # chunks that do not divide the rows
+    assert counts.sum() == int((data.batch(np.arange(len(data))).targets >= 0).sum())
+    assert counts_entropy(counts) == pytest.approx(unigram_entropy(data), rel=1e-9)
+    assert counts_entropy(np.array([5, 5, 0])) == pytest.approx(math.log(2))
+
+
 def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed, tmp_path):
     out = tmp_path / "model"
     run_pretrain(packed, out, settings(max_steps=60))
@@ -157,28 +174,56 @@ def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
 
 
-def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path):
-    cfg = settings(max_steps=120, eval_every=60)
+@pytest.mark.parametrize("val, keep, kill_at", [("val", "last", 45), ("noise", "best", 65)])
+def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path, val, keep, kill_at):
+    """keep=best on noise validation: the best weights (step 20) are written before the kill
+    (after step 65) and must be the ones the resumed run puts in the model directory."""
+    cfg = settings(max_steps=120, eval_every=60 if keep == "last" else 20, keep=keep)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    run_pretrain(packed, reference, cfg)
+    run_pretrain(packed, reference, cfg, val=val)
 
-    proc = subprocess.Popen(pretrain_cmd(packed, killed, cfg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = pretrain_cmd(packed, killed, cfg, val=val)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     live = killed / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # generous: the test machine may be busy
     while time.time() < deadline and proc.poll() is None:
-        if live.exists() and len(live.read_text().splitlines()) >= 45:
+        if live.exists() and len(live.read_text().splitlines()) >= kill_at:
             break
         time.sleep(0.01)
     assert proc.poll() is None, "training finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "model.safetensors").exists()
-    log = run_pretrain(packed, killed, cfg)
+    log = run_pretrain(packed, killed, cfg, val=val)
     resumed_from = int(log.split("resumed from step ")[1].split()[0])
-    assert 40 <= resumed_from < 120
+    assert kill_at - 5 <= resumed_from < 120
     a, b = load_file(str(reference / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in metrics(reference)] == [r["loss"] for r in metrics(killed)]
+    stats = json.loads((killed / "stats.json").read_text())["extra"]
+    assert stats["kept_step"] == (120 if keep == "last" else 20)
+
+
+@pytest.mark.parametrize("keep", ["auto", "last"])
+def test_early_stopping_model_dir_holds_the_kept_weights(packed, tmp_path, keep):
+    """Validation on unlearnable noise is best early and worsens as the model grows confident
+    on train, so early stopping triggers; auto keeps the best weights, last the last ones."""
+    out = tmp_path / "model"
+    run_pretrain(packed, out, settings(max_steps=60, eval_every=5, early_stopping_patience=2, keep=keep), val="noise")
+    stats = json.loads((out / "stats.json").read_text())["extra"]
+    evals = [r for r in metrics(out) if "val_loss" in r]
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert stats["stopped_early"] and stats["steps"] == evals[-1]["step"] < 60
+    assert stats["best_step"] == best["step"] < stats["steps"]
+    kept = best if keep == "auto" else evals[-1]
+    assert stats["keep"] == ("best" if keep == "auto" else "last")
+    assert stats["kept_step"] == kept["step"] and stats["kept_val_loss"] == kept["val_loss"]
+    assert json.loads((out / "config.json").read_text())["step"] == kept["step"]
+    # the saved weights really are that step's: they reproduce its validation loss
+    model = load_model(out)
+    loss = mean_loss(model, PackedData(packed / "noise"), rt.start("cpu"), 8, 24, True)
+    assert loss == pytest.approx(kept["val_loss"], rel=1e-6)
+    assert stats["val_unigram_entropy"] == pytest.approx(unigram_entropy(PackedData(packed / "noise")))
 
 
 def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from llmpipe.io import atomic_path, read_json, write_json
@@ -20,6 +21,7 @@ from llmpipe.model.gpt import GPT, GPTConfig
 
 MODEL_FORMAT = "llmpipe-model/1"
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+BEST = "best.safetensors"  # in a run directory: the best-validation weights so far
 
 
 def model_state(model: GPT) -> dict[str, torch.Tensor]:
@@ -31,9 +33,10 @@ def model_state(model: GPT) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_weights(path: str | os.PathLike, model: GPT) -> None:
+def save_weights(path: str | os.PathLike, model: GPT, metadata: dict[str, str] | None = None) -> None:
     with atomic_path(path) as tmp:
-        save_file({k: v.cpu() for k, v in model_state(model).items()}, str(tmp), metadata={"format": "pt"})
+        state = {k: v.cpu() for k, v in model_state(model).items()}
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
 
 
 def load_weights(model: GPT, path: str | os.PathLike) -> None:
@@ -111,6 +114,27 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: GPT, state: di
         if old != final:
             shutil.rmtree(old)
     return final
+
+
+def save_best(run_dir: str | os.PathLike, model: GPT, step: int, fingerprint: str) -> None:
+    """Keep ``model`` as the run's best weights; the file names its step and run, and is
+    replaced atomically, so it is always one whole model of a known step."""
+    save_weights(Path(run_dir) / BEST, model, {"step": str(step), "fingerprint": fingerprint})
+
+
+def load_best(run_dir: str | os.PathLike, model: GPT, step: int, fingerprint: str) -> None:
+    """Load the best weights of ``step`` into ``model``; refuse a file of another step or run."""
+    path = Path(run_dir) / BEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; the best weights of step {step} were never written")
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("step") != str(step) or meta.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{path}: holds step {meta.get('step')} of run {meta.get('fingerprint')}, "
+            f"expected step {step} of run {fingerprint}"
+        )
+    load_weights(getattr(model, "_orig_mod", model), path)
 
 
 def load_checkpoint(run_dir: str | os.PathLike, model: GPT) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ last, with padding targets set to -1 (ignored). A seeded, resumable order serves
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,34 @@ class PackedData:
             mine = np.arange(start, stop)[rank::world]
             if len(mine):
                 yield self.batch(mine)
+
+
+def target_counts(data: PackedData, chunk_rows: int = 4096) -> np.ndarray:
+    """How often each token id is a (non-padding) target: the set every loss averages over.
+
+    Read in chunks of rows, so a split far larger than memory is counted from its memmap.
+    """
+    counts = np.zeros(data.vocab_size, dtype=np.int64)
+    for start in range(0, data.n_seq, chunk_rows):
+        tokens = data.tokens[start : start + chunk_rows, 1:]
+        valid = data.segments[start : start + chunk_rows, 1:] != 0
+        chunk = np.bincount(tokens[valid].astype(np.int64), minlength=data.vocab_size)
+        if len(chunk) > data.vocab_size:
+            raise PackedDataError(
+                f"{data.directory / 'tokens.bin'}: token id {len(chunk) - 1} >= vocab_size {data.vocab_size}"
+            )
+        counts += chunk
+    return counts
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the token distribution ``counts``: the loss of the best model that
+    ignores context, so a language model's loss far below it shows what context buys."""
+    total = counts.sum()
+    if total == 0:
+        return math.nan
+    p = counts[counts > 0] / total
+    return float(-(p * np.log(p)).sum())
 
 
 class TrainOrder:

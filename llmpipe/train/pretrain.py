@@ -23,7 +23,7 @@ from llmpipe.io import atomic_path, write_json
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.data import PackedData, TrainOrder
+from llmpipe.train.data import PackedData, TrainOrder, target_counts, unigram_entropy
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022
 
@@ -62,6 +62,15 @@ def accumulation_steps(tokens_per_step: int, batch_size: int, context_length: in
     return max(1, round(tokens_per_step / (batch_size * context_length * world)))
 
 
+def kept_weights(params: dict) -> str:
+    """Which weights the model directory gets: ``best`` (lowest validation loss seen) or
+    ``last``; ``auto`` is best exactly when early stopping is on, since a run stopped for
+    not improving has, by construction, last weights worse than its best."""
+    if params["keep"] != "auto":
+        return params["keep"]
+    return "best" if params["early_stopping_patience"] else "last"
+
+
 def run_fingerprint(params: dict, config: GPTConfig, train: PackedData) -> str:
     """What a checkpoint must match to be resumed: settings, architecture, training data."""
     ident = {"params": params, "model": config.to_dict(), "data": train.header}
@@ -82,6 +91,16 @@ def read_metrics(path: Path, upto_step: int) -> list[str]:
     return kept
 
 
+def entropy_summary(train_data: PackedData, val_data: PackedData, val_loss: float | None) -> dict:
+    """Each split's unigram entropy (nats/token, the loss of the best context-free model) and
+    how far below it the kept model's validation loss lies."""
+    train_h, val_h = (unigram_entropy(target_counts(d)) for d in (train_data, val_data))
+    out = {"train_unigram_entropy": train_h, "val_unigram_entropy": val_h}
+    if val_loss is not None:
+        out |= {"val_loss_to_unigram_ratio": val_loss / val_h, "val_unigram_gap": val_h - val_loss}
+    return out
+
+
 def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
     runtime = rt.start(params["device"], params["dtype"])
     train_data, val_data = PackedData(args.train), PackedData(args.val)
@@ -100,7 +119,8 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
     run_dir = Path(args.run_dir) if args.run_dir else output / "run"
     live_metrics = run_dir / "metrics.jsonl"
     fingerprint = run_fingerprint(params, config, train_data)
-    step, best_val, bad_evals, history = 0, math.inf, 0, []
+    keep = kept_weights(params)
+    step, best_val, best_step, bad_evals, history = 0, math.inf, 0, 0, []
     state = checkpoint.load_checkpoint(run_dir, model) if (run_dir / "latest.json").exists() else None
     if state is not None and state["fingerprint"] != fingerprint:
         print(f"checkpoint in {run_dir} is from other settings or data; starting fresh", flush=True)
@@ -112,7 +132,8 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         order.load_state_dict(state["data"])
         checkpoint.set_rng_state(state["rng"])
-        step, best_val, bad_evals = state["step"], state["best_val"], state["bad_evals"]
+        step, best_val, best_step = state["step"], state["best_val"], state["best_step"]
+        bad_evals = state["bad_evals"]
         print(f"resumed from step {step} in {run_dir}", flush=True)
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +193,9 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
             last_eval = validate()
             row.update(last_eval)
             if last_eval["val_loss"] < best_val:
-                best_val, bad_evals = last_eval["val_loss"], 0
+                best_val, best_step, bad_evals = last_eval["val_loss"], step, 0
+                if keep == "best" and runtime.is_main:
+                    checkpoint.save_best(run_dir, model, step, fingerprint)
             else:
                 bad_evals += 1
             patience = params["early_stopping_patience"]
@@ -188,7 +211,7 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
                 "step": step, "fingerprint": fingerprint, "optimizer": optimizer.state_dict(),
                 "scheduler": {"step": step, "max_steps": params["max_steps"]},
                 "data": order.state_dict(), "rng": checkpoint.rng_state(),
-                "best_val": best_val, "bad_evals": bad_evals,
+                "best_val": best_val, "best_step": best_step, "bad_evals": bad_evals,
             }
             checkpoint.save_checkpoint(run_dir, step, model, state)
         if stopped_early:
@@ -199,7 +222,13 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
         metrics_fh.close()
     summary = {}
     if runtime.is_main:
+        # best_step is 0 only when no validation was ever finite: then the last is all there is
+        kept_step = best_step if keep == "best" and best_step else step
+        if kept_step != step:
+            checkpoint.load_best(run_dir, model, kept_step, fingerprint)
+        kept_val = best_val if kept_step == best_step else last_eval.get("val_loss")
         checkpoint.save_model_dir(output, model, args.tokenizer, meta={
+            "step": kept_step,
             "data": {k: train_data.header.get(k) for k in ("bos_id", "eos_id", "pad_id", "vocab_size", "method")},
             "document_mask": params["document_mask"],
         })
@@ -212,7 +241,9 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
             "chinchilla_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM,
             "epochs": order.epoch, "final_val_loss": last_eval.get("val_loss"),
             "final_train_eval_loss": last_eval.get("train_eval_loss"), "train_val_gap": last_eval.get("gap"),
-            "best_val_loss": best_val if best_val < math.inf else None, "stopped_early": stopped_early,
+            "best_val_loss": best_val if best_val < math.inf else None, "best_step": best_step,
+            "stopped_early": stopped_early, "keep": keep, "kept_step": kept_step,
+            "kept_val_loss": kept_val, **entropy_summary(train_data, val_data, kept_val),
             "accumulation_steps": accum, "tokens_per_step": tokens_per_step, "world_size": runtime.world,
             "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
             "compiled": bool(compile_model), "seconds_this_run": train_seconds,
