@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from llmpipe.config import stage_params
+from llmpipe.eval.chat_eval import chat_metrics
 from llmpipe.eval.generate import Sampling, generate
 from llmpipe.io import write_json
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
 from llmpipe.train import runtime as rt
-from llmpipe.train.data import Batch, PackedData
+from llmpipe.train.data import Batch, PackedData, target_counts, unigram_entropy
 
 
 @torch.no_grad()
@@ -49,10 +50,12 @@ def mean_loss(
 def split_metrics(
     model: GPT, data: PackedData, tokenizer, runtime: rt.Runtime, batch_size: int, document_mask: bool
 ) -> dict:
-    """Loss, perplexity and bits per byte of one split.
+    """Loss, perplexity and bits per byte of one split, beside the split's unigram entropy.
 
     Bits per byte (tokenizer-independent) is nats over the UTF-8 bytes of the ordinary-text
     targets / ln 2; special-token targets carry no bytes and are left out of both sums.
+    The unigram entropy is over the same targets as the loss: the loss of the best
+    context-free model, so ``loss / unigram_entropy`` is the share of it the model still pays.
     """
     special = torch.tensor(sorted(tokenizer.special_tokens.values()), dtype=torch.long)
     nats_all = count_all = nats_text = n_bytes = 0.0
@@ -66,9 +69,11 @@ def split_metrics(
         for row, keep in zip(batch.targets, text):
             n_bytes += len(tokenizer.decode_bytes(row[keep].tolist()))
     loss = nats_all / max(count_all, 1)
+    entropy = unigram_entropy(target_counts(data))
     return {
         "loss": loss, "perplexity": math.exp(loss), "tokens": int(count_all), "bytes": int(n_bytes),
         "bits_per_byte": nats_text / max(n_bytes, 1) / math.log(2),
+        "unigram_entropy": entropy, "loss_to_unigram_ratio": loss / entropy, "unigram_gap": entropy - loss,
     }
 
 
@@ -203,16 +208,25 @@ def samples(model: GPT, tokenizer, p: dict) -> list[dict]:
     return [{"prompt": t, "completion": tokenizer.decode(ids)} for t, ids in zip(prompts, outputs)]
 
 
+def spread(items: list, limit: int | None) -> list:
+    """At most ``limit`` items, evenly spaced so every kind of fact stays represented."""
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime) -> dict:
     from llmpipe.data.world import fact_probes
 
     bs = p["batch_size"]
     metrics = {name: split_metrics(model, data, tokenizer, runtime, bs, p["document_mask"])
                for name, data in splits.items()}
-    metrics["facts_train_phrasing"] = probe_metrics(model, tokenizer, fact_probes(heldout=False), runtime, bs)
-    metrics["facts_heldout_phrasing"] = probe_metrics(model, tokenizer, fact_probes(heldout=True), runtime, bs)
+    for name, heldout in (("facts_train_phrasing", False), ("facts_heldout_phrasing", True)):
+        probes = spread(fact_probes(heldout=heldout), p["fact_probes"])
+        metrics[name] = probe_metrics(model, tokenizer, probes, runtime, bs)
     metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, p, bs)
     metrics["samples"] = samples(model, tokenizer, p)
+    metrics["chat"] = chat_metrics(model, tokenizer, p, runtime)
     return metrics
 
 
@@ -241,6 +255,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
         "facts_train_choice_accuracy": metrics["facts_train_phrasing"].get("choice_accuracy"),
         "facts_heldout_choice_accuracy": metrics["facts_heldout_phrasing"].get("choice_accuracy"),
         "arithmetic_accuracy": metrics["arithmetic"].get("accuracy"),
+        "chat_fact_accuracy": metrics["chat"]["facts"].get("accuracy"),
+        "chat_ends_properly": metrics["chat"]["facts"].get("ends_properly"),
+        "chat_arithmetic_accuracy": metrics["chat"]["arithmetic"].get("accuracy"),
     })
     stats.write(args.stats)
     return 0

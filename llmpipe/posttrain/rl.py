@@ -1,0 +1,310 @@
+"""``llmpipe rl``: GRPO-style reinforcement learning on verifiable rewards (arithmetic problems).
+
+GRPO (Shao et al. 2024, DeepSeekMath): no value model; each step samples G completions of
+each of B problems from the current policy, scores them with ``rewards.reward`` (1 for the
+correct parsed final answer, plus a small format term), and uses the reward minus its
+group's mean as every token's advantage — optionally divided by the group's std, which Dr.
+GRPO (Liu et al. 2025) shows favours groups of low spread, hence off by default.
+
+The loss is PPO's clipped surrogate, ``-min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)`` per token
+with ``ρ = π/π_old``, summed over every completion token of the step and divided by their
+count (token-level normalisation, as DAPO and Dr. GRPO: no per-sequence length bias). Over
+``ppo_epochs`` passes on the same samples ρ moves away from 1 and the clip bites; π_old is
+the first pass's detached log-prob (the weights that sampled: no extra forward). Log-probs
+are of ``logits / temperature`` — the distribution samples were drawn from. An optional k3
+estimate of KL(π‖π_ref) to the frozen starting model (Schulman 2020) is added per token;
+with ``kl_coef = 0`` that model is never loaded.
+
+Held-out metrics on ``rl_test`` at the start, every ``eval_every`` steps and at the end:
+greedy pass@1, and from ``eval_pass_k`` samples per problem at the sampling temperature the
+sampled pass@1 and pass@k (the unbiased estimator of Chen et al. 2021).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from llmpipe.config import stage_params
+from llmpipe.eval.generate import Sampling, generate
+from llmpipe.io import atomic_path, read_json
+from llmpipe.model.gpt import GPT
+from llmpipe.posttrain.chat import END, as_messages, prompt_ids
+from llmpipe.posttrain.data import read_problems
+from llmpipe.posttrain.logprobs import pair_batch, token_logprobs
+from llmpipe.posttrain.rewards import Number, parse_final_answer, parse_number, reward
+from llmpipe.posttrain.sft import batch_order, schedule
+from llmpipe.stats import StageStats
+from llmpipe.train import checkpoint, runtime as rt
+from llmpipe.train.pretrain import lr_at
+
+EXAMPLES = 8  # held-out completions kept in stats.json for the report
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    text: str
+    prompt: list[int]  # the chat-template prompt, ending with <|assistant|>
+    answer: Number
+
+
+def encode_problems(tokenizer, rows: list[dict], context_length: int, max_new_tokens: int, source: str) -> tuple[list[Problem], int]:
+    """Problems whose prompt leaves room for ``max_new_tokens`` in the context, and how many
+    did not (skipped: a completion cut short by the context could never be rewarded)."""
+    problems, skipped = [], 0
+    for i, row in enumerate(rows):
+        answer = parse_number(row["answer"])
+        if answer is None:
+            raise ValueError(f"{source}: problem {i + 1}: answer {row['answer']!r} is not a number")
+        prompt = prompt_ids(tokenizer, as_messages(row["prompt"]))
+        if len(prompt) + max_new_tokens > context_length:
+            skipped += 1
+            continue
+        problems.append(Problem(row["prompt"], prompt, answer))
+    return problems, skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    completion: list[int]  # sampled tokens, with <|end|> appended when the model ended its turn
+    text: str
+    ended: bool
+
+
+def sample(model: GPT, tokenizer, prompts: list[list[int]], sampling: Sampling, batch_size: int) -> list[Rollout]:
+    """Completions of ``prompts`` (KV-cached, stopping at ``<|end|>``), batched."""
+    end = tokenizer.special_tokens[END]
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        # the engine drops the stop token: a row shorter than its step budget stopped at <|end|>
+        budget = min(sampling.max_new_tokens, model.config.context_length - max(len(p) for p in chunk))
+        chunk_sampling = dataclasses.replace(sampling, seed=sampling.seed + start)
+        for new in generate(model, chunk, chunk_sampling, tokenizer.pad_id):
+            ended = len(new) < budget
+            out.append(Rollout(new + [end] if ended else new, tokenizer.decode(new), ended))
+    return out
+
+
+def group_advantages(rewards: torch.Tensor, std_normalize: bool, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages [B, G] of rewards [B, G] (reward − group mean, optionally ÷ (group std + eps)),
+    and which groups [B] have zero reward spread (their advantages are all exactly 0)."""
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    zero_spread = (rewards == rewards[:, :1]).all(dim=1)
+    if std_normalize:
+        centred = centred / (rewards.std(dim=1, keepdim=True) + eps)
+    return centred.masked_fill(zero_spread[:, None], 0.0), zero_spread
+
+
+def grpo_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+    eps_low: float, eps_high: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The token-normalised clipped surrogate (+ k3 KL) of per-token log-probs [N, T] with one
+    advantage [N] per sequence; also the clip fraction (tokens whose clipped term was taken
+    because it is smaller) and the mean KL estimate."""
+    mask = mask.float()
+    n_tokens = mask.sum().clamp(min=1)
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    unclipped, clipped = ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    stats = {"clip_fraction": float(((clipped < unclipped).float() * mask).sum() / n_tokens)}
+    if ref_logp is not None and kl_coef > 0:
+        # k3 (Schulman 2020): exp(q − p) − (q − p) − 1 ≥ 0, unbiased for KL(π‖π_ref) under π
+        log_ratio = ref_logp - logp
+        kl = torch.exp(log_ratio) - log_ratio - 1
+        per_token = per_token + kl_coef * kl
+        stats["kl"] = float((kl.detach() * mask).sum() / n_tokens)
+    return (per_token * mask).sum() / n_tokens, stats
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chance that at least one of k of the n samples (c of them correct) is correct (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def correct(text: str, answer: Number) -> bool:
+    return parse_final_answer(text) == answer
+
+
+def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict) -> dict:
+    """Greedy pass@1, and sampled pass@1 / pass@k from ``eval_pass_k`` samples at the sampling
+    temperature (a fixed seed, so every measurement of a run draws the same way)."""
+    was_training = model.training
+    model.eval()
+    prompts = [pr.prompt for pr in problems]
+    end = tokenizer.special_tokens[END]
+    greedy = sample(model, tokenizer, prompts, Sampling(p["max_new_tokens"], 0.0, stop_ids=(end,)), p["eval_batch_size"])
+    k = p["eval_pass_k"]
+    sampled = sample(model, tokenizer, [q for q in prompts for _ in range(k)],
+                     Sampling(p["max_new_tokens"], p["temperature"], stop_ids=(end,), seed=p["seed"]),
+                     p["eval_batch_size"])
+    model.train(was_training)
+    hits = [sum(correct(r.text, pr.answer) for r in sampled[i * k : (i + 1) * k]) for i, pr in enumerate(problems)]
+    greedy_hits = [correct(r.text, pr.answer) for r, pr in zip(greedy, problems)]
+    n = len(problems)
+    return {
+        "heldout_pass_at_1": sum(greedy_hits) / n,
+        "heldout_pass_at_1_sampled": sum(h / k for h in hits) / n,
+        f"heldout_pass_at_{k}": sum(pass_at_k(k, h, k) for h in hits) / n,
+        "heldout_answered": sum(parse_final_answer(r.text) is not None for r in greedy) / n,
+        "heldout_ended": sum(r.ended for r in greedy) / n,
+        "_examples": [{"prompt": pr.text, "answer": str(pr.answer), "reply": r.text, "correct": ok}
+                      for pr, r, ok in list(zip(problems, greedy, greedy_hits))[:EXAMPLES]],
+    }
+
+
+def public(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
+def rl_step(
+    model: GPT, optimizer: torch.optim.Optimizer, tokenizer, problems: list[Problem], p: dict,
+    step_seed: int, runtime: rt.Runtime, reference: GPT | None = None,
+) -> dict:
+    """One GRPO step on ``problems``: sample G completions each, reward, advantages, then
+    ``ppo_epochs`` clipped-surrogate updates. Returns the step's metrics."""
+    G, T = p["group_size"], p["temperature"]
+    model.eval()
+    end = tokenizer.special_tokens[END]
+    sampling = Sampling(p["max_new_tokens"], T, stop_ids=(end,), seed=step_seed)
+    rollouts = sample(model, tokenizer, [pr.prompt for pr in problems for _ in range(G)], sampling, len(problems) * G)
+    rewards = torch.tensor(
+        [reward(r.text, problems[i // G].answer, p["format_weight"]) for i, r in enumerate(rollouts)]
+    ).view(len(problems), G)
+    advantages, zero_spread = group_advantages(rewards, p["std_normalize"])
+
+    pairs = [(problems[i // G].prompt, r.completion) for i, r in enumerate(rollouts)]
+    batch = pair_batch(pairs, tokenizer.pad_id, model.config.context_length).to(runtime.device)
+    advantages = advantages.view(-1).to(runtime.device)
+    model.train()
+    old_logp = ref_logp = None
+    if reference is not None:
+        with torch.no_grad(), runtime.autocast():
+            ref_logp = token_logprobs(reference, batch, T)[0]
+    losses, clips, kls, grad_norms, entropy = [], [], [], [], None
+    for epoch in range(p["ppo_epochs"]):
+        with runtime.autocast():
+            logp, ent = token_logprobs(model, batch, T, with_entropy=epoch == 0)
+        if epoch == 0:  # the weights that sampled: pi_old, for every pass over these samples
+            old_logp = logp.detach()
+            entropy = float(ent.sum() / batch.mask.sum().clamp(min=1))
+        loss, stats = grpo_loss(
+            logp, old_logp, advantages, batch.mask,
+            p["clip_eps_low"], p["clip_eps_high"], ref_logp, p["kl_coef"],
+        )
+        loss.backward()
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        clips.append(stats["clip_fraction"])
+        kls.append(stats.get("kl", 0.0))
+    correct_frac = sum(correct(r.text, problems[i // G].answer) for i, r in enumerate(rollouts)) / len(rollouts)
+    row = {
+        "loss": sum(losses) / len(losses), "reward": float(rewards.mean()), "accuracy": correct_frac,
+        "answered": sum(parse_final_answer(r.text) is not None for r in rollouts) / len(rollouts),
+        "completion_length": sum(len(r.completion) for r in rollouts) / len(rollouts),
+        "ended": sum(r.ended for r in rollouts) / len(rollouts),
+        "zero_spread_fraction": float(zero_spread.float().mean()),
+        "clip_fraction": sum(clips) / len(clips), "entropy": entropy,
+        "grad_norm": grad_norms[-1], "tokens": int(batch.mask.sum()),
+    }
+    if reference is not None:
+        row["kl"] = sum(kls) / len(kls)
+    return row
+
+
+def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
+    runtime = rt.start(p["device"], p["dtype"])
+    torch.manual_seed(p["seed"])
+    base = Path(args.base)
+    model = checkpoint.load_model(base, runtime.device)
+    tokenizer = checkpoint.load_tokenizer(base)
+    reference = None
+    if p["kl_coef"] > 0:
+        reference = checkpoint.load_model(base, runtime.device).requires_grad_(False)
+    context = model.config.context_length
+    train_rows, test_rows = read_problems(args.train), read_problems(args.test)
+    problems, skipped = encode_problems(tokenizer, train_rows, context, p["max_new_tokens"], str(args.train))
+    test, test_skipped = encode_problems(tokenizer, test_rows, context, p["max_new_tokens"], str(args.test))
+    test = test[: p["eval_problems"]] if p["eval_problems"] else test
+    stats.docs_in, stats.docs_out = len(train_rows), len(problems)
+    if skipped:
+        stats.removed["too_long"] += skipped
+    if not problems or not test:
+        raise ValueError(f"{args.train if not problems else args.test}: no problem fits the context of "
+                         f"{context} tokens with max_new_tokens={p['max_new_tokens']}")
+
+    start_time = time.perf_counter()
+    start_eval = heldout_metrics(model, tokenizer, test, p)
+    print(f"start: {json.dumps(public(start_eval))}", flush=True)
+    sched = schedule(p, p["steps"])
+    optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
+    history, last_eval = [], start_eval
+    bar = tqdm(total=p["steps"], desc="rl", unit="step", mininterval=2.0)
+    order = batch_order(len(problems), p["prompts_per_step"], p["steps"], p["seed"])
+    for step, index in enumerate(order, start=1):
+        t0 = time.perf_counter()
+        lr = lr_at(step - 1, sched)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch_problems = [problems[i] for i in index.tolist()]
+        row = {"step": step, "lr": lr}
+        row |= rl_step(model, optimizer, tokenizer, batch_problems, p, p["seed"] * 100_003 + step, runtime, reference)
+        row["seconds"] = time.perf_counter() - t0
+        if step % p["eval_every"] == 0 or step == p["steps"]:
+            last_eval = heldout_metrics(model, tokenizer, test, p)
+            row.update(public(last_eval))
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}")
+    bar.close()
+    print(f"end: {json.dumps(public(last_eval))}", flush=True)
+    seconds = time.perf_counter() - start_time
+
+    base_config = read_json(base / checkpoint.CONFIG)
+    meta = {k: v for k, v in base_config.items() if k not in ("format", "model")}
+    checkpoint.save_model_dir(args.output, model, base / checkpoint.TOKENIZER,
+                              meta={**meta, "stage": "rl", "base_model": str(base)})
+    with atomic_path(args.metrics or Path(args.output) / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    tail = history[-max(1, len(history) // 5):]
+    head = history[: max(1, len(history) // 5)]
+    stats.extra.update({
+        "steps": p["steps"], "prompts_per_step": p["prompts_per_step"], "group_size": p["group_size"],
+        "temperature": p["temperature"], "ppo_epochs": p["ppo_epochs"], "kl_coef": p["kl_coef"],
+        "train_problems": len(problems), "test_problems": len(test), "test_skipped": test_skipped,
+        "reward_first_fifth": sum(r["reward"] for r in head) / len(head),
+        "reward_last_fifth": sum(r["reward"] for r in tail) / len(tail),
+        "zero_spread_fraction": sum(r["zero_spread_fraction"] for r in history) / len(history),
+        **public(last_eval), **{f"{k}_start": v for k, v in public(start_eval).items()},
+        "heldout_examples": last_eval["_examples"], "heldout_examples_start": start_eval["_examples"],
+        "seconds": seconds, "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
+    })
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--base", required=True, help="model directory to start from (results/dpo)")
+    parser.add_argument("--train", required=True, help="rl_train.jsonl ({prompt, answer} problems)")
+    parser.add_argument("--test", required=True, help="rl_test.jsonl (held-out pass@1 / pass@k)")
+    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--metrics", help="metrics.jsonl (default: OUTPUT/metrics.jsonl)")
+    parser.add_argument("--stats", required=True, help="stats.json to write")
+
+
+def run(args: argparse.Namespace, stage: str) -> int:
+    p = stage_params(args.params, args.config, "rl")
+    stats = StageStats("rl")
+    train(p, args, stats)
+    stats.write(args.stats)
+    return 0

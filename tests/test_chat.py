@@ -1,0 +1,77 @@
+"""`llmpipe chat` on a tiny model through stdin, and the chat evaluation's scoring rules."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llmpipe.eval import chat_eval
+from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.posttrain.chat_cli import fit_history
+from llmpipe.tokenizer import Tokenizer
+from llmpipe.train import runtime as rt
+from llmpipe.train.checkpoint import save_model_dir
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer([bytes([i]) for i in range(256)])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tok, tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat")
+    tok.save(root / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    save_model_dir(root / "model", model, root / "tokenizer.json")
+    return root / "model"
+
+
+def chat(model_dir, stdin: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llmpipe.cli", "chat", "--model", str(model_dir), "--max-new-tokens", "6",
+         "--device", "cpu", *args],
+        input=stdin, capture_output=True, text=True, timeout=120, cwd=REPO, check=True,
+    )
+
+
+def test_chat_replies_per_line_resets_and_exits_on_eof(model_dir):
+    proc = chat(model_dir, "Hello there\nAnd again\n/reset\nHello there\n", "--temperature", "0", "--system", "Be kind.")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and lines[2] == "(history cleared)"
+    # greedy, same question after a reset: the same reply as the first turn
+    assert lines[3] == lines[0]
+
+
+def test_long_histories_drop_the_oldest_turns_but_keep_the_system_message(tok):
+    messages = [{"role": "system", "content": "S"}]
+    for i in range(20):
+        messages += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+    messages.append({"role": "user", "content": "last"})
+    kept = fit_history(tok, messages, room=60)
+    assert kept[0]["content"] == "S" and kept[-1]["content"] == "last"
+    assert kept[1]["role"] == "user" and len(kept) < len(messages)
+
+
+def test_fact_scoring_rule():
+    candidates = ["Accra", "Abuja", "Lagos"]
+    assert chat_eval.fact_correct("The capital of Ghana is Accra.", "Accra", candidates)
+    assert chat_eval.fact_correct("accra, I think", "Accra", candidates)
+    assert not chat_eval.fact_correct("Abuja or Accra", "Accra", candidates)  # another answer first
+    assert not chat_eval.fact_correct("Accrafield", "Accra", candidates)  # word boundary
+
+
+def test_chat_metrics_on_a_tiny_model(tok, model_dir):
+    from llmpipe.train.checkpoint import load_model
+
+    model = load_model(model_dir)
+    p = {"chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4, "batch_size": 4}
+    metrics = chat_eval.chat_metrics(model, tok, p, rt.Runtime(torch.device("cpu"), torch.float32))
+    assert metrics["facts"]["n"] == 6 and metrics["arithmetic"]["n"] == 3
+    assert 0 <= metrics["facts"]["accuracy"] <= 1 and 0 <= metrics["facts"]["ends_properly"] <= 1
+    example = metrics["arithmetic"]["examples"][0]
+    assert {"prompt", "answer", "reply", "parsed", "correct", "ended"} <= set(example)

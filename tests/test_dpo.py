@@ -1,0 +1,130 @@
+"""DPO: the loss on hand-built log-probs, one real step's direction, and the stage end to end."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmpipe.cli import main
+from llmpipe.io import read_json
+from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.posttrain.data import DataFormatError
+from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
+from llmpipe.posttrain.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.tokenizer import Tokenizer
+from llmpipe.train import checkpoint, runtime as rt
+
+
+def tiny_model_dir(root: Path, seed: int = 0) -> Path:
+    """A random 1-layer model over a byte tokenizer with the chat special tokens, saved as a model dir."""
+    tok = Tokenizer([bytes([i]) for i in range(256)])
+    tok.save(root / "tokenizer.json")
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=192, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
+    out = root / "base"
+    checkpoint.save_model_dir(out, model, root / "tokenizer.json")
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_sigmoid_loss_and_rewards_on_known_log_probs():
+    pc, pr = torch.tensor([-1.0]), torch.tensor([-2.0])
+    rc, rr = torch.tensor([-1.5]), torch.tensor([-1.5])
+    # beta * ((pc - rc) - (pr - rr)) = 0.1 * (0.5 + 0.5) = 0.1
+    assert float(dpo_loss(pc, pr, rc, rr, beta=0.1)) == pytest.approx(math.log1p(math.exp(-0.1)))
+    assert float(dpo_loss(rc, rr, rc, rr, beta=0.1)) == pytest.approx(math.log(2))  # policy == reference
+    m = reward_metrics(pc, pr, rc, rr, beta=0.1)
+    assert m["rewards_chosen"] == pytest.approx(0.05) and m["rewards_rejected"] == pytest.approx(-0.05)
+    assert m["reward_margin"] == pytest.approx(0.1) and m["reward_accuracy"] == 1.0
+
+
+def test_ipo_loss_uses_length_normalised_log_ratios():
+    loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]),
+                    beta=0.5, loss_type="ipo", chosen_len=torch.tensor([2.0]), rejected_len=torch.tensor([4.0]))
+    # h = 0.5 / 2 - (-0.5) / 4 = 0.375; target 1 / (2 * 0.5) = 1
+    assert float(loss) == pytest.approx((0.375 - 1) ** 2)
+    with pytest.raises(ValueError, match="not one of"):
+        dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), 0.1, "hinge")
+
+
+def test_a_tie_counts_half_so_the_reference_scores_chance():
+    same = torch.tensor([-3.0, -1.0])
+    assert reward_metrics(same, same - 1, same, same - 1, beta=0.1)["reward_accuracy"] == 0.5
+
+
+def test_one_step_raises_chosen_relative_to_rejected():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, context_length=16, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    runtime = rt.start("cpu", "float32")
+    prompt, chosen, rejected = [1, 2, 3], [4, 5, 6], [7, 8, 9]
+    pairs = [(prompt, chosen), (prompt, rejected)]
+    ref = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    logps = sequence_logprobs(model, pair_batch(pairs, pad_id=0))
+    assert torch.allclose(logps.detach(), ref)  # padding-safe and identical with or without grad
+    dpo_loss(logps[:1], logps[1:], ref[:1], ref[1:], beta=0.1).mean().backward()
+    optimizer.step()
+    after = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
+    assert (after[0] - after[1]) > (ref[0] - ref[1])
+
+
+def test_reference_scores_only_the_pairs_training_uses():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, context_length=16, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    runtime = rt.start("cpu", "float32")
+    pairs = [PreferencePair([1, i], [4, i], [7, 8, i]) for i in range(1, 5)]
+    chosen, rejected = reference_scores(model, pairs, torch.tensor([1, 3]), 0, 2, runtime)
+    full_chosen, full_rejected = score(model, pairs, 0, 3, runtime)
+    assert torch.isnan(chosen[[0, 2]]).all() and torch.isnan(rejected[[0, 2]]).all()
+    assert torch.allclose(chosen[[1, 3]], full_chosen[[1, 3]]) and torch.allclose(rejected[[1, 3]], full_rejected[[1, 3]])
+
+
+def test_pair_batch_targets_only_the_completion():
+    batch = pair_batch([([1, 2], [3]), ([4], [5, 6, 7])], pad_id=0)
+    assert batch.inputs.tolist() == [[1, 2, 0], [4, 5, 6]]
+    assert batch.targets.tolist() == [[-1, 3, -1], [5, 6, 7]]
+    with pytest.raises(ValueError, match="pair 0: 5 tokens do not fit the context of 3"):
+        pair_batch([([1, 2, 3], [4, 5])], pad_id=0, context_length=3)
+
+
+PAIRS = [
+    {"prompt": "Capital of France?", "chosen": "The capital of France is Paris.", "rejected": "Rome."},
+    {"prompt": "Ann has 2 pens and gets 3 more. How many?", "chosen": "2 + 3 = 5.\nThe answer is 5.",
+     "rejected": "2 + 3 = 6.\nThe answer is 6.", "system": "Be brief."},
+    {"prompt": "What does the cat eat?", "chosen": "The cat eats fish.", "rejected": "Fish. Easy one."},
+]
+
+
+def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path):
+    base = tiny_model_dir(tmp_path)
+    train, heldout = write_jsonl(tmp_path / "dpo_train.jsonl", PAIRS), write_jsonl(tmp_path / "dpo_heldout.jsonl", PAIRS[1:])
+    params = {"epochs": 2, "batch_size": 2, "lr": 1.0e-3, "eval_every": 1, "eval_fact_questions": 2,
+              "eval_max_new_tokens": 4, "device": "cpu"}
+    out = tmp_path / "dpo"
+    main(["dpo", "--params", json.dumps(params), "--base", str(base), "--train", str(train),
+          "--heldout", str(heldout), "--output", str(out), "--stats", str(tmp_path / "stats.json")])
+    model = checkpoint.load_model(out)
+    assert model.config.n_layer == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all("heldout_reward_accuracy" in r and "rewards_chosen" in r for r in rows)
+    extra = read_json(tmp_path / "stats.json")["extra"]
+    assert extra["heldout_reward_accuracy_start"] == 0.5 and extra["heldout_reward_margin_start"] == 0.0
+    assert extra["heldout_reward_margin"] > 0  # the held-out pairs are training pairs here
+    assert {"heldout_answer_accuracy", "heldout_answer_accuracy_start", "heldout_arithmetic_accuracy"} <= set(extra)
+    assert read_json(out / "config.json")["stage"] == "dpo"
+
+
+def test_malformed_preference_file_names_file_and_line(tmp_path):
+    base = tiny_model_dir(tmp_path)
+    bad = write_jsonl(tmp_path / "dpo_train.jsonl", [PAIRS[0], {"prompt": "x", "chosen": "y"}])
+    with pytest.raises(DataFormatError, match=r"dpo_train.jsonl:2: missing key\(s\) \['rejected'\]"):
+        main(["dpo", "--params", "{}", "--base", str(base), "--train", str(bad), "--heldout", str(bad),
+              "--output", str(tmp_path / "dpo"), "--stats", str(tmp_path / "stats.json")])

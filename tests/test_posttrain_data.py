@@ -1,0 +1,139 @@
+"""Post-training data: held-out discipline, answer style, length balance, user-file validation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmpipe.config import load_config
+from llmpipe.data import world
+from llmpipe.posttrain import data
+from llmpipe.posttrain.data import DataFormatError
+from tests.conftest import REPO, parse_job_table
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ptd")
+    subprocess.run(
+        [sys.executable, "-m", "llmpipe.cli", "posttrain-data", "--config", str(REPO / "config.yaml"),
+         "--output", str(out), "--stats", str(out / "stats.json")],
+        check=True, cwd=REPO,
+    )
+    files = {name: [json.loads(line) for line in (out / f"{name}.jsonl").open()] for name in data.OUTPUT_FILES}
+    return files, json.loads((out / "stats.json").read_text())["extra"]
+
+
+def test_heldout_split_is_stable_and_about_a_quarter():
+    countries = [data.is_heldout_subject(c.name) for c in world.COUNTRIES]
+    animals = [data.is_heldout_subject(a.name) for a in world.ANIMALS]
+    assert 0.15 < sum(countries) / len(countries) < 0.35
+    assert 0.15 < sum(animals) / len(animals) < 0.35
+    assert data.is_heldout_subject("Egypt") == data.is_heldout_subject("Egypt")
+
+
+def test_heldout_subjects_never_appear_in_training_conversations(generated):
+    files, _ = generated
+    heldout = {s for _, s, _ in world.fact_items() if data.is_heldout_subject(s)}
+    text = json.dumps(files["sft_train"]) + json.dumps(files["dpo_train"])
+    patterns = [data.re.compile(rf"\b{data.re.escape(s)}\b") for s in heldout]
+    assert not [p.pattern for p in patterns if p.search(text)]
+    asked = {q.subject for q in data.heldout_questions()}
+    assert asked == heldout
+    assert len(files["sft_heldout"]) == len(data.heldout_questions())
+
+
+def test_rl_test_problems_are_never_trained_on(generated):
+    files, _ = generated
+    test = {r["prompt"] for r in files["rl_test"]}
+    assert len(test) == len(files["rl_test"])
+    assert not test & {r["prompt"] for r in files["rl_train"]}
+    sft_users = {m["content"] for c in files["sft_train"] for m in c["messages"] if m["role"] == "user"}
+    assert not test & {u.removeprefix("And ") for u in sft_users} and not test & sft_users
+    assert not test & {p["prompt"] for p in files["dpo_train"]}
+    assert files["rl_test"] == data.rl_test_problems(1234, 100)  # what the chat evaluation regenerates
+
+
+def test_answers_are_checkable_sentences_and_worked_steps(generated):
+    files, extra = generated
+    conversations = files["sft_train"]
+    assert extra["sft_train_kinds"]["system"] > 0 and extra["sft_train_kinds"]["multi_turn"] > 0
+    worked = [m["content"] for c in conversations for m in c["messages"]
+              if m["role"] == "assistant" and data.ANSWER_PREFIX in m["content"]]
+    assert worked and all(w.splitlines()[-1].startswith("The answer is ") and " = " in w for w in worked)
+    for r in files["rl_train"][:50]:
+        question, answer = r["prompt"], int(r["answer"])
+        assert data.worked_solution(question, answer).endswith(f"The answer is {answer}.")
+    assert data.answer_sentence(data.Fact("capital", "Kenya", "Nairobi")) == "The capital of Kenya is Nairobi."
+
+
+def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):
+    files, extra = generated
+    assert 0.4 <= data.length_only_accuracy(files["dpo_train"]) <= 0.6
+    assert abs(extra["dpo_train_mean_chosen_chars"] - extra["dpo_train_mean_rejected_chars"]) < 5
+    assert set(extra["dpo_train_rejected_kinds"]) == {"terse", "wrong"}
+    assert all(p["chosen"] != p["rejected"] for p in files["dpo_train"])
+
+
+def test_gsm8k_answers_parse():
+    assert data.final_answer_from_gsm8k("She has 3 + 4 = 7.\n#### 1,234") == "1234"
+    assert data.final_answer_from_gsm8k("42") == "42"
+    assert data.final_answer_from_gsm8k(-7) == "-7"
+    assert data.final_answer_from_gsm8k("#### about seven") is None
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "reader, lines, message",
+    [
+        (data.read_sft, ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "{oops"], ":2: not valid JSON"),
+        (data.read_sft, ['{"conversation": []}'], ":1: missing key"),
+        (data.read_sft, ['{"messages": [{"role": "robot", "content": "x"}]}'], ":1: message 0: role 'robot'"),
+        (data.read_sft, ['{"messages": []}'], ":1: messages must be a non-empty list"),
+        (data.read_sft, ['{"messages": [{"role": "user", "content": "x"}]}'], ":1: no assistant message"),
+        (data.read_preferences, ['{"prompt": "q", "chosen": "a"}'], ":1: missing key(s) ['rejected']"),
+        (data.read_preferences, ['{"prompt": "q", "chosen": "a", "rejected": 3}'], ":1: 'rejected' must be"),
+        (data.read_problems, ['{"prompt": "q", "answer": "7"}', "", '{"prompt": "q", "answer": "seven"}'], ":3: 'answer' 'seven' is not a number"),
+    ],
+)
+def test_malformed_user_lines_name_file_and_line(tmp_path, reader, lines, message):
+    path = write(tmp_path / "user.jsonl", lines)
+    with pytest.raises(DataFormatError) as err:
+        reader(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_user_files_replace_generated_ones_with_a_heldout_split(tmp_path):
+    rl = write(tmp_path / "gsm.jsonl", [json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1:,}"})
+                                        for i in range(995, 1015)])
+    p = load_config(REPO / "config.yaml")["posttrain_data"] | {"rl_path": str(rl), "heldout_fraction": 0.25}
+    files, extra = data.build(p)
+    assert extra["sources"]["rl"] == str(rl) and extra["sources"]["sft"] == "generated"
+    assert len(files["rl_test"]) == 5 and len(files["rl_train"]) == 15
+    assert {r["answer"] for r in files["rl_train"] + files["rl_test"]} == {str(i + 1) for i in range(995, 1015)}
+    assert files == data.build(p)[0]  # seeded
+
+
+def planned(workflow_copy, target: str) -> dict[str, int]:
+    # the target goes before --quiet, whose values would otherwise swallow it
+    proc = workflow_copy.snakemake("-n", target, "--quiet", "rules")
+    return parse_job_table(proc.stdout + proc.stderr)
+
+
+def test_posttrain_data_rule_runs_under_snakemake_and_reruns_on_its_section(workflow_copy):
+    target = "results/posttrain_data/stats.json"
+    workflow_copy.snakemake(target)
+    out = workflow_copy.root / "results" / "posttrain_data"
+    assert all((out / f"{name}.jsonl").stat().st_size > 0 for name in data.OUTPUT_FILES)
+    assert planned(workflow_copy, target) == {}
+    workflow_copy.update("posttrain_data", seed=99)
+    assert planned(workflow_copy, target) == {"posttrain_data": 1}
+    workflow_copy.update("sft", lr=1.0e-4)  # another section: posttrain_data does not care
+    workflow_copy.update("posttrain_data", seed=1234)
+    assert planned(workflow_copy, target) == {}
