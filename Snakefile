@@ -25,6 +25,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/posttrain.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -26,7 +26,13 @@ STAGES: dict[str, tuple[str, str]] = {
     "pack": ("llmpipe.tokenizer.pack", "a split's tokens -> fixed-length rows (concat or best-fit)"),
     "pretrain": ("llmpipe.train.pretrain", "train the decoder on packed sequences (resumable, DDP)"),
     "evaluate": ("llmpipe.eval.evaluate", "losses, bits per byte, fact probes, arithmetic, samples"),
+    "posttrain-data": ("llmpipe.posttrain.data", "SFT conversations, preference pairs, RL problems (JSONL)"),
+    "sft": ("llmpipe.posttrain.sft", "supervised fine-tuning on chat conversations (assistant-only loss)"),
+    "dpo": ("llmpipe.posttrain.dpo", "direct preference optimisation against the frozen SFT model"),
+    "rl": ("llmpipe.posttrain.rl", "GRPO-style RL on verifiable rewards (arithmetic word problems)"),
+    "report": ("llmpipe.report.html", "one self-contained HTML page about the whole run"),
     "generate": ("llmpipe.eval.generate", "continue prompts with a trained model (KV cache)"),
+    "chat": ("llmpipe.posttrain.chat_cli", "talk to any stage's model in the chat format (REPL)"),
     "export": ("llmpipe.model.export", "write a Hugging Face Llama directory of a model"),
 }
 

@@ -50,7 +50,8 @@ class WorkflowCopy:
 
     def planned_jobs(self, *targets: str) -> dict[str, int]:
         """Rule name -> job count that a dry run would execute (empty when up to date)."""
-        proc = self.snakemake("-n", "--quiet", "rules", *targets)
+        # targets first: `--quiet` takes a list and would swallow them
+        proc = self.snakemake(*targets, "-n", "--quiet", "rules")
         return parse_job_table(proc.stdout + proc.stderr)
 
 
@@ -83,3 +84,35 @@ def small_web(workflow_copy: WorkflowCopy) -> WorkflowCopy:
     """A workflow copy whose toy web is small enough for a test to run the data DAG."""
     workflow_copy.update("toyweb", **SMALL_WEB)
     return workflow_copy
+
+
+# A few steps of everything: the point is the page, not the model.
+TINY_RUN = {
+    "toyweb": SMALL_WEB,
+    "tokenizer": {"vocab_size": 512},
+    "pack": {"context_length": 64},
+    "model": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_kv_head": 2, "mlp_hidden": 192},
+    "pretrain": {"batch_size": 8, "tokens_per_step": 512, "max_steps": 20, "warmup_steps": 2,
+                 "eval_every": 10, "eval_sequences": 8, "checkpoint_every": 10},
+    "evaluate": {"arithmetic_problems": 8, "sample_max_new_tokens": 8, "fact_probes": 24,
+                 "chat_fact_questions": 8, "chat_arithmetic_problems": 8, "chat_max_new_tokens": 8},
+    "posttrain_data": {"sft_conversations": 64, "sft_heldout_conversations": 8, "dpo_pairs": 32,
+                       "dpo_heldout_pairs": 8, "rl_train_problems": 32, "rl_test_problems": 8},
+    "sft": {"epochs": 1, "eval_every": 4, "eval_fact_questions": 8, "eval_max_new_tokens": 8},
+    "dpo": {"epochs": 1, "batch_size": 8, "eval_every": 2, "eval_fact_questions": 8, "eval_max_new_tokens": 8},
+    "rl": {"steps": 3, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8, "eval_every": 2,
+           "eval_problems": 4, "eval_pass_k": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> WorkflowCopy:
+    """The default target (report + every model's evaluation) of a tiny run, built once per
+    session and shared by the slow end-to-end tests; they must leave its config as they found it."""
+    copy = WorkflowCopy(tmp_path_factory.mktemp("tiny_pipeline"))
+    config = copy.config()
+    for section, values in TINY_RUN.items():
+        config.setdefault(section, {}).update(values)
+    copy.set_config(config)
+    copy.snakemake(timeout=1200)
+    return copy

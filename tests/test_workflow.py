@@ -82,21 +82,24 @@ def test_warc_input_makes_one_shard_per_file(workflow_copy, tmp_path):
 
 
 @pytest.mark.slow
-def test_data_dag_runs_then_reruns_only_what_a_config_edit_touches(small_web):
-    small_web.snakemake()
-    results = small_web.root / "results"
+def test_data_dag_runs_then_reruns_only_what_a_config_edit_touches(tiny_pipeline):
+    """The whole default target ran (tiny_pipeline); a rerun does nothing; a dedup edit reruns
+    dedup and everything downstream of it, nothing upstream; reordered keys rerun nothing."""
+    run = tiny_pipeline
+    results = run.root / "results"
     for split in ("train", "val", "test"):
         assert len(list((results / "split" / split).glob("*.parquet"))) == SMALL_WEB["files"]
-    assert small_web.planned_jobs() == {}, "a second run must do nothing"
+    assert run.planned_jobs() == {}, "a second run must do nothing"
 
-    small_web.update("dedup", threshold=0.8)
-    rerun = set(small_web.planned_jobs())
+    run.update("dedup", threshold=0.8)
+    rerun = set(run.planned_jobs())
     assert {"dedup_buckets", "dedup_clusters", "dedup_filter", "split"} <= rerun
+    assert {"tokenizer", "pretrain", "sft", "dpo", "rl", "report"} <= rerun
     assert not rerun & {"toyweb", "ingest", "url_filter", "extract", "quality", "dedup_signatures"}
 
     # Back to the values that ran, with the keys reordered: nothing to do.
-    config = small_web.config()
+    config = run.config()
     config["dedup"]["threshold"] = 0.7
     config["dedup"] = dict(reversed(list(config["dedup"].items())))
-    small_web.set_config(config)
-    assert small_web.planned_jobs() == {}
+    run.set_config(config)
+    assert run.planned_jobs() == {}

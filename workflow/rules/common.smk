@@ -1,6 +1,7 @@
 # Helpers shared by all rule files (paths, shards, config sections as params, code versions).
 import glob
 import hashlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -26,10 +27,29 @@ def section(name, keys=None):
 
 
 def code_version(*modules):
-    """Hash of the stage's source files, so editing a stage's code reruns that stage."""
+    """Hash of the code a stage runs, so editing it reruns that stage.
+
+    Each item is a file under the package ("data/url_filter.py"), a glob of data files there
+    ("data/blocklists/*.txt": names and contents count), or a compiled module by name
+    ("_bpe"): the built file Python imports, which changes whenever its ext/ sources are
+    rebuilt (the build is byte-for-byte reproducible) and exists in every kind of install.
+    """
     digest = hashlib.sha256()
     for module in modules:
-        digest.update((PACKAGE_DIR / module).read_bytes())
+        if "*" in module:
+            paths = sorted(PACKAGE_DIR.glob(module))
+            if not paths:
+                raise ValueError(f"code_version: no file matches {PACKAGE_DIR / module}")
+            for path in paths:
+                digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+                digest.update(path.read_bytes())
+        elif module.isidentifier():
+            spec = importlib.util.find_spec(f"llmpipe.{module}")
+            if spec is None or not spec.origin:
+                raise ValueError(f"code_version: no compiled module llmpipe.{module}; run pip install -e .")
+            digest.update(Path(spec.origin).read_bytes())
+        else:
+            digest.update((PACKAGE_DIR / module).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -73,10 +93,8 @@ def benchmark_path(rule_name, name="{shard}"):
 
 
 def all_targets():
-    targets = expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=["train", "val", "test"], shard=SHARDS)
-    targets += expand(f"{RESULTS}/pack/{{split}}/header.json", split=["train", "val", "test"])
-    targets += [f"{RESULTS}/evaluate/pretrain.json"]
-    return targets
+    """The default target: the report (which needs every stage) and each model's evaluation."""
+    return [f"{RESULTS}/report.html"] + expand(f"{RESULTS}/evaluate/{{model}}.json", model=["pretrain", "sft", "dpo", "rl"])
 
 
 # The model half: packed splits, model directories, launcher.

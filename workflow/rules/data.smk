@@ -54,7 +54,7 @@ rule url_filter:
         stats=f"{RESULTS}/url_filter/stats/{{shard}}.json",
     params:
         cfg=section("url_filter"),
-        code=code_version("data/url_filter.py"),
+        code=code_version("data/url_filter.py", "data/blocklists/*.txt"),
     log:
         log_path("url_filter"),
     benchmark:
@@ -118,7 +118,7 @@ rule dedup_signatures:
         signatures=f"{RESULTS}/dedup/signatures/{{shard}}.npz",
     params:
         cfg=section("dedup", keys=["bands", "rows", "seed", "ngram", "hash"]),
-        code=code_version("data/dedup.py"),
+        code=code_version("data/dedup.py", "_minhash"),
     log:
         log_path("dedup_signatures"),
     benchmark:
@@ -157,7 +157,7 @@ rule dedup_clusters:
         pairs=expand(rules.dedup_buckets.output.pairs, band=range(config["dedup"]["bands"])),
     output:
         clusters=f"{RESULTS}/dedup/clusters.parquet",
-        stats=f"{RESULTS}/dedup/clusters.stats.json",
+        stats=report(f"{RESULTS}/dedup/clusters.stats.json", caption="../report/dedup_clusters.rst", category="Data"),
     params:
         cfg=section("dedup"),
         code=code_version("data/dedup.py"),

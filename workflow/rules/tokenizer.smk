@@ -1,7 +1,7 @@
 # The tokenizer half of the DAG: train split -> BPE tokenizer -> token shards -> packed rows.
 # One tokenize job per split shard; one pack job per split.
 
-TOKENIZER_CODE = ["tokenizer/bpe.py", "tokenizer/arrow.py"]
+TOKENIZER_CODE = ["tokenizer/bpe.py", "tokenizer/arrow.py", "_bpe"]
 
 
 rule tokenizer:
@@ -13,7 +13,7 @@ rule tokenizer:
         hf=f"{RESULTS}/tokenizer/hf/tokenizer.json",
         hf_config=f"{RESULTS}/tokenizer/hf/tokenizer_config.json",
         hf_special=f"{RESULTS}/tokenizer/hf/special_tokens_map.json",
-        stats=f"{RESULTS}/tokenizer/stats.json",
+        stats=report(f"{RESULTS}/tokenizer/stats.json", caption="../report/tokenizer_stats.rst", category="Tokenizer"),
     params:
         cfg=section("tokenizer"),
         code=code_version("tokenizer/train.py", "tokenizer/hf.py", *TOKENIZER_CODE),

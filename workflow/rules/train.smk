@@ -11,7 +11,7 @@ rule pretrain:
         model=f"{RESULTS}/pretrain/model.safetensors",
         config=f"{RESULTS}/pretrain/config.json",
         tokenizer=f"{RESULTS}/pretrain/tokenizer.json",
-        metrics=f"{RESULTS}/pretrain/metrics.jsonl",
+        metrics=report(f"{RESULTS}/pretrain/metrics.jsonl", caption="../report/pretrain_metrics.rst", category="Training"),
         stats=f"{RESULTS}/pretrain/stats.json",
     params:
         cfg=section("pretrain"),
@@ -44,13 +44,14 @@ rule evaluate:
         val=packed("val"),
         test=packed("test"),
     output:
-        metrics=f"{RESULTS}/evaluate/{{model}}.json",
+        metrics=report(f"{RESULTS}/evaluate/{{model}}.json", caption="../report/evaluate.rst", category="Evaluation", labels={"model": "{model}"}),
         stats=f"{RESULTS}/evaluate/stats/{{model}}.json",
     wildcard_constraints:
         model=r"pretrain|sft|dpo|rl",
     params:
         cfg=section("evaluate"),
-        code=code_version(*MODEL_CODE, "eval/evaluate.py", "eval/generate.py"),
+        code=code_version(*MODEL_CODE, "eval/evaluate.py", "eval/generate.py", "eval/chat_eval.py",
+                          "posttrain/chat.py", "posttrain/data.py", "posttrain/rewards.py", "data/world.py"),
         model=lambda wc, input: Path(input.model[0]).parent,
         val=lambda wc, input: Path(input.val[0]).parent,
         test=lambda wc, input: Path(input.test[0]).parent,
