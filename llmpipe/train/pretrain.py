@@ -73,7 +73,10 @@ def kept_weights(params: dict) -> str:
 
 def run_fingerprint(params: dict, config: GPTConfig, train: PackedData) -> str:
     """What a checkpoint must match to be resumed: settings, architecture, training data."""
-    ident = {"params": params, "model": config.to_dict(), "data": train.header}
+    # the pack header's timing changes on every re-pack of the same data: leave it out
+    data = dict(train.header)
+    data["stats"] = {k: v for k, v in data.get("stats", {}).items() if k != "wall_seconds"}
+    ident = {"params": params, "model": config.to_dict(), "data": data}
     return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
 
 
