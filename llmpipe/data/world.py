@@ -390,24 +390,29 @@ THINGS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "stamp
 
 
 def arithmetic_problems(rng: random.Random, n: int) -> list[tuple[str, int]]:
-    """``n`` one-step word problems (addition, subtraction, multiplication) and their answers."""
+    """``n`` one-step word problems (addition, subtraction, multiplication) and their answers.
+
+    Operands are small (sums of 1..10, differences below 15, products of 2..5): about 220
+    distinct facts, few enough that the tiny default model can learn the table in SFT and
+    RL has a sharpenable skill to work on rather than a lookup it has never seen.
+    """
     problems = []
     for _ in range(n):
         name, thing = rng.choice(NAMES), rng.choice(THINGS)
         op = rng.choice(("add", "sub", "mul"))
         if op == "add":
-            a, b = rng.randint(1, 20), rng.randint(1, 20)
+            a, b = rng.randint(1, 10), rng.randint(1, 10)
             question = (f"{name} has {a} {thing} and gets {b} more. "
                         f"How many {thing} does {name} have now?")
             answer = a + b
         elif op == "sub":
-            a = rng.randint(2, 30)
+            a = rng.randint(2, 15)
             b = rng.randint(1, a - 1)
             question = (f"{name} has {a} {thing} and gives {b} of them away. "
                         f"How many {thing} does {name} have left?")
             answer = a - b
         else:
-            a, b = rng.randint(2, 9), rng.randint(2, 9)
+            a, b = rng.randint(2, 5), rng.randint(2, 5)
             question = (f"{name} has {a} bags with {b} {thing} in each bag. "
                         f"How many {thing} does {name} have in all?")
             answer = a * b
