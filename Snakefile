@@ -29,6 +29,13 @@ include: "workflow/rules/posttrain.smk"
 include: "workflow/rules/report.smk"
 
 
+# Aggregation, not computation: on a cluster these run on the submit host instead of
+# waiting in the queue for a node.
+localrules:
+    all,
+    report,
+
+
 rule all:
     default_target: True
     input:

@@ -333,13 +333,13 @@ def _wrong_worked(problem: str, answer: int, wrong: int) -> str:
 def preference_pairs(
     n: int, facts: list[Fact], problems: Iterable[tuple[str, int]], p: dict, rng: random.Random, cycle_facts: bool
 ) -> list[dict]:
-    """``n`` pairs, about ``p["arithmetic_fraction"]`` of them arithmetic; facts drawn at random,
+    """``n`` pairs, about ``p["dpo_arithmetic_fraction"]`` of them arithmetic; facts drawn at random,
     or in order (``cycle_facts``: each held-out fact once before any repeats)."""
     candidates = answer_candidates()
     problems = iter(problems)
     out = []
     for i in range(n):
-        problem = next(problems, None) if rng.random() < p["arithmetic_fraction"] else None
+        problem = next(problems, None) if rng.random() < p["dpo_arithmetic_fraction"] else None
         if problem is not None:
             pair = arithmetic_pair(problem, rng, p["dpo_terse_fraction"])
         else:
