@@ -77,6 +77,20 @@ def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):
     assert all(p["chosen"] != p["rejected"] for p in files["dpo_train"])
 
 
+def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
+    config = load_config(REPO / "config.yaml")["posttrain_data"]
+    small = {**config, "sft_conversations": 400, "dpo_pairs": 400, "dpo_heldout_pairs": 0, "rl_train_problems": 10,
+             "rl_test_problems": 10, "multi_turn_fraction": 0.0, "arithmetic_fraction": 0.9, "dpo_arithmetic_fraction": 0.1}
+    files, _ = data.build(small)
+
+    def arithmetic_share(texts):
+        return sum(data.ANSWER_PREFIX in t for t in texts) / len(texts)
+
+    sft = arithmetic_share([c["messages"][-1]["content"] for c in files["sft_train"]])
+    dpo = arithmetic_share([pair["chosen"] for pair in files["dpo_train"]])
+    assert 0.8 < sft < 0.97 and 0.04 < dpo < 0.17, (sft, dpo)
+
+
 def test_gsm8k_answers_parse():
     assert data.final_answer_from_gsm8k("She has 3 + 4 = 7.\n#### 1,234") == "1234"
     assert data.final_answer_from_gsm8k("42") == "42"
