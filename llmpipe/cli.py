@@ -31,7 +31,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "dpo": ("llmpipe.posttrain.dpo", "direct preference optimisation against the frozen SFT model"),
     "rl": ("llmpipe.posttrain.rl", "GRPO-style RL on verifiable rewards (arithmetic word problems)"),
     "report": ("llmpipe.report.html", "one self-contained HTML page about the whole run"),
-    "generate": ("llmpipe.eval.generate", "continue prompts with a trained model (KV cache)"),
+    "generate": ("llmpipe.model.generate", "continue prompts with a trained model (KV cache)"),
     "chat": ("llmpipe.posttrain.chat_cli", "talk to any stage's model in the chat format (REPL)"),
     "export": ("llmpipe.model.export", "write a Hugging Face Llama directory of a model"),
 }

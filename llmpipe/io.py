@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,6 +44,38 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSONL file, streamed.
+
+    A line that is not JSON raises ValueError naming the file, line and column.
+    """
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Every value of a JSONL file (blank lines skipped)."""
+    return [value for _, value in iter_jsonl(path)]
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+    """One JSON value a line (UTF-8, not ASCII-escaped), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def public(row: dict) -> dict:
+    """``row`` without its bookkeeping keys (those starting with ``_``), as files show it."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def _json_default(obj: Any) -> Any:

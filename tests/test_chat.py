@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from llmpipe.eval import chat_eval
+from llmpipe.tasks import chat_eval
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.posttrain.chat_cli import fit_history
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
-from llmpipe.train.checkpoint import save_model_dir
+from llmpipe.model.directory import save_model_dir
 from tests.conftest import REPO
 
 
@@ -66,7 +66,7 @@ def test_fact_scoring_rule():
 
 
 def test_chat_metrics_on_a_tiny_model(tok, model_dir):
-    from llmpipe.train.checkpoint import load_model
+    from llmpipe.model.directory import load_model
 
     model = load_model(model_dir)
     p = {"chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4, "batch_size": 4}

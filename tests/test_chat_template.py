@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmpipe.posttrain.chat import ChatFormatError, completion_ids, prompt_ids, render
+from llmpipe.tokenizer.chat import ChatFormatError, completion_ids, prompt_ids, render
 from llmpipe.tokenizer import Tokenizer
 
 

@@ -11,9 +11,9 @@ import torch
 from llmpipe.cli import main
 from llmpipe.io import read_json
 from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.posttrain.data import DataFormatError
+from llmpipe.tasks.formats import DataFormatError
 from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
-from llmpipe.posttrain.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import checkpoint, runtime as rt
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.train.checkpoint import load_model, save_model_dir
+from llmpipe.model.directory import load_model, save_model_dir
 
 transformers = pytest.importorskip("transformers")  # in the test extras: pip install -e .[test]
 

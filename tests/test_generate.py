@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmpipe.eval.evaluate import arithmetic_problems, mean_loss, probe_metrics, split_metrics
-from llmpipe.eval.generate import Sampling, generate, sample_next
+from llmpipe.eval.evaluate import arithmetic_problems, probe_metrics, split_metrics
+from llmpipe.train.loss import mean_loss
+from llmpipe.model.generate import Sampling, generate, sample_next
 from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.train.checkpoint import load_model
+from llmpipe.model.directory import load_model
 from llmpipe.train.data import PackedData
 from llmpipe.train.runtime import start
 from tests.test_pretrain import run_pretrain, settings

@@ -8,9 +8,12 @@ import sys
 import pytest
 
 from llmpipe.config import load_config
-from llmpipe.data import world
+from llmpipe.tasks import world
+import re
+
 from llmpipe.posttrain import data
-from llmpipe.posttrain.data import DataFormatError
+from llmpipe.tasks import arithmetic, facts, formats
+from llmpipe.tasks.formats import DataFormatError
 from tests.conftest import REPO, parse_job_table
 
 
@@ -27,22 +30,22 @@ def generated(tmp_path_factory):
 
 
 def test_heldout_split_is_stable_and_about_a_quarter():
-    countries = [data.is_heldout_subject(c.name) for c in world.COUNTRIES]
-    animals = [data.is_heldout_subject(a.name) for a in world.ANIMALS]
+    countries = [facts.is_heldout_subject(c.name) for c in world.COUNTRIES]
+    animals = [facts.is_heldout_subject(a.name) for a in world.ANIMALS]
     assert 0.15 < sum(countries) / len(countries) < 0.35
     assert 0.15 < sum(animals) / len(animals) < 0.35
-    assert data.is_heldout_subject("Egypt") == data.is_heldout_subject("Egypt")
+    assert facts.is_heldout_subject("Egypt") == facts.is_heldout_subject("Egypt")
 
 
 def test_heldout_subjects_never_appear_in_training_conversations(generated):
     files, _ = generated
-    heldout = {s for _, s, _ in world.fact_items() if data.is_heldout_subject(s)}
+    heldout = {s for _, s, _ in world.fact_items() if facts.is_heldout_subject(s)}
     text = json.dumps(files["sft_train"]) + json.dumps(files["dpo_train"])
-    patterns = [data.re.compile(rf"\b{data.re.escape(s)}\b") for s in heldout]
+    patterns = [re.compile(rf"\b{re.escape(s)}\b") for s in heldout]
     assert not [p.pattern for p in patterns if p.search(text)]
-    asked = {q.subject for q in data.heldout_questions()}
+    asked = {q.subject for q in facts.heldout_questions()}
     assert asked == heldout
-    assert len(files["sft_heldout"]) == len(data.heldout_questions())
+    assert len(files["sft_heldout"]) == len(facts.heldout_questions())
 
 
 def test_rl_test_problems_are_never_trained_on(generated):
@@ -53,7 +56,7 @@ def test_rl_test_problems_are_never_trained_on(generated):
     sft_users = {m["content"] for c in files["sft_train"] for m in c["messages"] if m["role"] == "user"}
     assert not test & {u.removeprefix("And ") for u in sft_users} and not test & sft_users
     assert not test & {p["prompt"] for p in files["dpo_train"]}
-    assert files["rl_test"] == data.rl_test_problems(1234, 100)  # what the chat evaluation regenerates
+    assert files["rl_test"] == arithmetic.rl_test_problems(1234, 100)  # what the chat evaluation regenerates
 
 
 def test_answers_are_checkable_sentences_and_worked_steps(generated):
@@ -61,12 +64,12 @@ def test_answers_are_checkable_sentences_and_worked_steps(generated):
     conversations = files["sft_train"]
     assert extra["sft_train_kinds"]["system"] > 0 and extra["sft_train_kinds"]["multi_turn"] > 0
     worked = [m["content"] for c in conversations for m in c["messages"]
-              if m["role"] == "assistant" and data.ANSWER_PREFIX in m["content"]]
+              if m["role"] == "assistant" and arithmetic.ANSWER_PREFIX in m["content"]]
     assert worked and all(w.splitlines()[-1].startswith("The answer is ") and " = " in w for w in worked)
     for r in files["rl_train"][:50]:
         question, answer = r["prompt"], int(r["answer"])
-        assert data.worked_solution(question, answer).endswith(f"The answer is {answer}.")
-    assert data.answer_sentence(data.Fact("capital", "Kenya", "Nairobi")) == "The capital of Kenya is Nairobi."
+        assert arithmetic.worked_solution(question, answer).endswith(f"The answer is {answer}.")
+    assert facts.answer_sentence(facts.Fact("capital", "Kenya", "Nairobi")) == "The capital of Kenya is Nairobi."
 
 
 def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):
@@ -84,7 +87,7 @@ def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
     files, _ = data.build(small)
 
     def arithmetic_share(texts):
-        return sum(data.ANSWER_PREFIX in t for t in texts) / len(texts)
+        return sum(arithmetic.ANSWER_PREFIX in t for t in texts) / len(texts)
 
     sft = arithmetic_share([c["messages"][-1]["content"] for c in files["sft_train"]])
     dpo = arithmetic_share([pair["chosen"] for pair in files["dpo_train"]])
@@ -92,10 +95,10 @@ def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
 
 
 def test_gsm8k_answers_parse():
-    assert data.final_answer_from_gsm8k("She has 3 + 4 = 7.\n#### 1,234") == "1234"
-    assert data.final_answer_from_gsm8k("42") == "42"
-    assert data.final_answer_from_gsm8k(-7) == "-7"
-    assert data.final_answer_from_gsm8k("#### about seven") is None
+    assert arithmetic.final_answer_from_gsm8k("She has 3 + 4 = 7.\n#### 1,234") == "1234"
+    assert arithmetic.final_answer_from_gsm8k("42") == "42"
+    assert arithmetic.final_answer_from_gsm8k(-7) == "-7"
+    assert arithmetic.final_answer_from_gsm8k("#### about seven") is None
 
 
 def write(path, lines):
@@ -106,14 +109,14 @@ def write(path, lines):
 @pytest.mark.parametrize(
     "reader, lines, message",
     [
-        (data.read_sft, ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "{oops"], ":2: not valid JSON"),
-        (data.read_sft, ['{"conversation": []}'], ":1: missing key"),
-        (data.read_sft, ['{"messages": [{"role": "robot", "content": "x"}]}'], ":1: message 0: role 'robot'"),
-        (data.read_sft, ['{"messages": []}'], ":1: messages must be a non-empty list"),
-        (data.read_sft, ['{"messages": [{"role": "user", "content": "x"}]}'], ":1: no assistant message"),
-        (data.read_preferences, ['{"prompt": "q", "chosen": "a"}'], ":1: missing key(s) ['rejected']"),
-        (data.read_preferences, ['{"prompt": "q", "chosen": "a", "rejected": 3}'], ":1: 'rejected' must be"),
-        (data.read_problems, ['{"prompt": "q", "answer": "7"}', "", '{"prompt": "q", "answer": "seven"}'], ":3: 'answer' 'seven' is not a number"),
+        (formats.read_sft, ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "{oops"], ":2: not valid JSON"),
+        (formats.read_sft, ['{"conversation": []}'], ":1: missing key"),
+        (formats.read_sft, ['{"messages": [{"role": "robot", "content": "x"}]}'], ":1: message 0: role 'robot'"),
+        (formats.read_sft, ['{"messages": []}'], ":1: messages must be a non-empty list"),
+        (formats.read_sft, ['{"messages": [{"role": "user", "content": "x"}]}'], ":1: no assistant message"),
+        (formats.read_preferences, ['{"prompt": "q", "chosen": "a"}'], ":1: missing key(s) ['rejected']"),
+        (formats.read_preferences, ['{"prompt": "q", "chosen": "a", "rejected": 3}'], ":1: 'rejected' must be"),
+        (formats.read_problems, ['{"prompt": "q", "answer": "7"}', "", '{"prompt": "q", "answer": "seven"}'], ":3: 'answer' 'seven' is not a number"),
     ],
 )
 def test_malformed_user_lines_name_file_and_line(tmp_path, reader, lines, message):

@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from llmpipe.config import load_config
-from llmpipe.eval.evaluate import mean_loss
+from llmpipe.train.loss import mean_loss
 from llmpipe.train import runtime as rt
-from llmpipe.train.checkpoint import load_model
+from llmpipe.model.directory import load_model
 from llmpipe.train.data import PackedData, PackedDataError, TrainOrder, target_counts
 from llmpipe.train.data import unigram_entropy as counts_entropy
-from llmpipe.train.pretrain import lr_at
+from llmpipe.train.schedule import lr_at
 from tests.conftest import REPO
 
 CONTEXT, VOCAB, BOS, PAD = 32, 128, 1, 0

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from llmpipe.posttrain.rewards import parse_final_answer, parse_number, reward
+from llmpipe.tasks.rewards import parse_final_answer, parse_number, reward
 
 
 @pytest.mark.parametrize(

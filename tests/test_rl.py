@@ -8,7 +8,7 @@ import torch
 
 from llmpipe.cli import main
 from llmpipe.io import read_json
-from llmpipe.posttrain.data import DataFormatError
+from llmpipe.tasks.formats import DataFormatError
 from llmpipe.posttrain.rl import group_advantages, grpo_loss, pass_at_k
 from llmpipe.train import checkpoint
 from tests.test_dpo import tiny_model_dir, write_jsonl

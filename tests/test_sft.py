@@ -9,11 +9,12 @@ import torch
 
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.posttrain import sft
-from llmpipe.posttrain.chat import render
+from llmpipe.tokenizer.chat import render
 from llmpipe.stats import StageStats
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
-from llmpipe.train.checkpoint import load_model, save_model_dir
+from llmpipe.train.schedule import batch_order
+from llmpipe.model.directory import load_model, save_model_dir
 
 CONTEXT = 96
 
@@ -113,7 +114,7 @@ def test_sft_is_deterministic_on_cpu(tok, tmp_path):
     for _ in range(2):
         model = tiny_model(tok)
         opt = model.optimizer(1e-3, 0.0, (0.9, 0.95))
-        for index in sft.batch_order(len(rows), 1, 3, seed=5):
+        for index in batch_order(len(rows), 1, 3, seed=5):
             batch = rows.select(index)
             loss = sft.loss_sum(model, batch, runtime) / (batch.targets >= 0).sum()
             loss.backward()

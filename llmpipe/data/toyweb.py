@@ -20,8 +20,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from llmpipe.config import ConfigError, stage_params
-from llmpipe.data import world
-from llmpipe.data.world import a_or_an, fact_sentence
+from llmpipe.tasks import world
+from llmpipe.tasks.world import a_or_an, fact_sentence
 from llmpipe.io import atomic_path, write_documents
 from llmpipe.stats import StageStats
 

@@ -1,1 +1,1 @@
-"""Evaluation (loss, bits per byte, probes) and the KV-cache generation engine."""
+"""Evaluation of any stage's model: losses, bits per byte, fact probes, arithmetic, chat."""

@@ -14,37 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from llmpipe.config import stage_params
-from llmpipe.eval.chat_eval import chat_metrics
-from llmpipe.eval.generate import Sampling, generate
+from llmpipe.tasks.chat_eval import chat_metrics
+from llmpipe.model.generate import Sampling, generate
 from llmpipe.io import write_json
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
 from llmpipe.train import runtime as rt
-from llmpipe.train.data import Batch, PackedData, target_counts, unigram_entropy
-
-
-@torch.no_grad()
-def token_nats(model: GPT, batch: Batch, runtime: rt.Runtime, document_mask: bool) -> torch.Tensor:
-    """Cross-entropy of every target in nats, [B, T]; 0 where the target is padding."""
-    batch = batch.to(runtime.device)
-    with runtime.autocast():
-        logits, _ = model(batch.inputs, segments=batch.segments if document_mask else None)
-    nats = F.cross_entropy(
-        logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=-1, reduction="none"
-    )
-    return nats.view_as(batch.targets)
-
-
-def mean_loss(
-    model: GPT, data: PackedData, runtime: rt.Runtime, batch_size: int, limit: int | None, document_mask: bool
-) -> float:
-    """Mean target loss over the first ``limit`` rows, summed over all ranks."""
-    total, count = 0.0, 0
-    for batch in data.sequential(batch_size, limit, runtime.rank, runtime.world):
-        total += float(token_nats(model, batch, runtime, document_mask).sum())
-        count += int((batch.targets >= 0).sum())
-    total, count = runtime.all_sum(total, count)
-    return total / max(count, 1)
+from llmpipe.train.data import PackedData, target_counts, unigram_entropy
+from llmpipe.train.loss import token_nats
 
 
 def split_metrics(
@@ -216,7 +193,7 @@ def spread(items: list, limit: int | None) -> list:
 
 
 def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime) -> dict:
-    from llmpipe.data.world import fact_probes
+    from llmpipe.tasks.world import fact_probes
 
     bs = p["batch_size"]
     metrics = {name: split_metrics(model, data, tokenizer, runtime, bs, p["document_mask"])
@@ -239,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.train.checkpoint import load_model, load_tokenizer
+    from llmpipe.model.directory import load_model, load_tokenizer
 
     p = stage_params(args.params, args.config, "evaluate")
     stats = StageStats("evaluate", shard=Path(args.model).name)

@@ -1,1 +1,2 @@
-"""The language model: architecture (gpt.py) and Hugging Face export (export.py)."""
+"""The language model: architecture (gpt.py), KV-cache generation (generate.py), model
+directories (directory.py), device choice (device.py) and exports (export.py)."""

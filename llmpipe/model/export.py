@@ -45,7 +45,7 @@ def hf_config(model: GPT, special_ids: dict[str, int | None]) -> dict:
 
 def hf_state(model: GPT) -> dict:
     """Our weights under HF Llama's names (the tied head is left to ``tie_word_embeddings``)."""
-    from llmpipe.train.checkpoint import model_state
+    from llmpipe.model.directory import model_state
 
     return {
         (name if name.startswith("lm_head.") else f"model.{name}"): t.cpu()
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.train.checkpoint import CONFIG, load_model
+    from llmpipe.model.directory import CONFIG, load_model
 
     model = load_model(args.model)
     data = read_json(Path(args.model) / CONFIG).get("data", {})

@@ -1,1 +1,1 @@
-"""Post-training: chat template, SFT, DPO and RL on verifiable rewards."""
+"""Post-training: its data, one trainer skeleton, SFT, DPO and RL on verifiable rewards, chat."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmpipe.eval.generate import Sampling, generate
-from llmpipe.posttrain.chat import END, prompt_ids
+from llmpipe.model.generate import Sampling, generate
+from llmpipe.tokenizer.chat import END, prompt_ids
 
 
 def fit_history(tokenizer, messages: list[dict], room: int) -> list[dict]:
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.train.checkpoint import load_model, load_tokenizer
-    from llmpipe.train.runtime import pick_device
+    from llmpipe.model.directory import load_model, load_tokenizer
+    from llmpipe.model.device import pick_device
 
     model = load_model(args.model, pick_device(args.device))
     tokenizer = load_tokenizer(args.model)

@@ -1,80 +1,36 @@
 """``llmpipe posttrain-data``: the SFT conversations, preference pairs and RL problems, as JSONL.
 
-By default everything is generated, seeded, from the toy web's world (``llmpipe.data.world``):
+By default everything is generated, seeded, from the toy web's world (``llmpipe.tasks``):
 fact questions answered in one sentence that states the fact the way pretraining pages do,
 arithmetic word problems with a worked step and a final "The answer is N." line, multi-turn
 follow-ups, and sometimes a system message. A user's own files (conventional shapes:
 ``{"messages"}``, ``{"prompt", "chosen", "rejected"}``, ``{"prompt", "answer"}``) replace
 the generated data of their kind after line-by-line validation.
 
-Held-out discipline: subjects (countries, animals) are split by a stable hash
-(``is_heldout_subject``); training data never mentions a held-out subject, and the held-out
-files and the chat evaluation ask only about them. RL test problems never occur in any
-training file (compared by question text).
+Held-out discipline (``llmpipe.tasks.facts``): training data never mentions a held-out
+subject; the held-out files and the chat evaluation ask only about them. RL test problems
+never occur in any training file (compared by question text).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
-import json
 import math
 import os
 import random
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from llmpipe.config import stage_params
-from llmpipe.data import world
-from llmpipe.io import atomic_path
-from llmpipe.posttrain.chat import ChatFormatError, check_messages
+from llmpipe.io import public, write_jsonl
 from llmpipe.stats import StageStats
+from llmpipe.tasks.arithmetic import ANSWER_PREFIX, final_line, rl_test_problems, unique_problems, worked_solution
+from llmpipe.tasks.facts import Fact, answer_candidates, answer_sentence, heldout_questions, question, world_facts
+from llmpipe.tasks.formats import read_preferences, read_problems, read_sft
 
-HELDOUT_PERCENT = 25
 OUTPUT_FILES = ("sft_train", "sft_heldout", "dpo_train", "dpo_heldout", "rl_train", "rl_test")
 
-
-class DataFormatError(ValueError):
-    """A malformed line of a post-training data file; the message starts with ``file:line:``."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Held-out subjects and fact questions
-
-
-def is_heldout_subject(subject: str) -> bool:
-    """Whether a country or animal is held out of all training data (~25%, by stable hash).
-
-    A hash rather than a seeded draw: the split must not move when a seed or a count changes,
-    or yesterday's held-out subject could be in today's training data.
-    """
-    digest = hashlib.sha256(f"heldout:{subject}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100 < HELDOUT_PERCENT
-
-
-# Several phrasings per kind of fact, so SFT teaches answering, not one wording.
-QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "capital": ("What is the capital of {}?", "Which city is the capital of {}?",
-                "Can you tell me the capital of {}?"),
-    "continent": ("Which continent is {} in?", "On which continent is {}?",
-                  "Where in the world is {}?"),
-    "language": ("What language do people speak in {}?", "What is the official language of {}?",
-                 "Which language is spoken in {}?"),
-    "currency": ("What is the currency of {}?", "What money do people use in {}?",
-                 "Which currency is used in {}?"),
-    "animal_group": ("What kind of animal is the {}?", "What type of animal is a {}?",
-                     "Which animal group does the {} belong to?"),
-    "animal_food": ("What does the {} eat?", "What food does the {} like?",
-                    "What is the favourite food of the {}?"),
-    "animal_habitat": ("Where does the {} live?", "Where can you find the {}?",
-                       "What is the home of the {}?"),
-    "animal_young": ("What is a baby {} called?", "What do you call a young {}?",
-                     "What is the word for a baby {}?"),
-    "animal_sound": ("What sound does the {} make?", "What noise does a {} make?",
-                     "How does the {} sound?"),
-}
 
 SYSTEM_PROMPTS = (
     "You are a helpful assistant.",
@@ -89,139 +45,6 @@ FILLERS = (
     "Good question!", "Hope that helps.", "I am sure of it.", "That is all.", "Easy one.",
     "Happy to help!", "Sure thing.", "No doubt about it.", "Simple.", "Glad you asked.",
 )
-
-
-@dataclass(frozen=True)
-class Fact:
-    kind: str
-    subject: str
-    answer: str
-
-
-def world_facts(heldout: bool) -> list[Fact]:
-    """The world's facts about held-out (or only non-held-out) subjects, in a stable order."""
-    return [Fact(*item) for item in world.fact_items() if is_heldout_subject(item[1]) == heldout]
-
-
-def answer_sentence(fact: Fact) -> str:
-    """The fact stated the way pretraining pages state it, answer early: the model can copy the
-    subject from the question and recall the answer as it learned it."""
-    return f"{world.TRAIN_TEMPLATES[fact.kind][0].format(fact.subject)} {fact.answer}."
-
-
-def question(fact: Fact, template: int) -> str:
-    options = QUESTION_TEMPLATES[fact.kind]
-    return options[template % len(options)].format(fact.subject)
-
-
-def answer_candidates() -> dict[str, list[str]]:
-    """kind -> every distinct answer of that kind (what a wrong answer is drawn from)."""
-    out: dict[str, list[str]] = {}
-    for kind, _, answer in world.fact_items():
-        if answer not in out.setdefault(kind, []):
-            out[kind].append(answer)
-    return out
-
-
-@dataclass(frozen=True)
-class HeldoutQuestion:
-    messages: list[dict]  # the user turn to answer
-    reference: str  # the answer sentence SFT would teach
-    answer: str
-    kind: str
-    subject: str
-
-
-def heldout_questions(limit: int | None = None) -> list[HeldoutQuestion]:
-    """One single-turn question per held-out fact, phrasings rotating within each kind.
-
-    A pure function of the world (no seed), interleaved over kinds so any prefix mixes them:
-    ``sft_heldout.jsonl``, SFT's accuracy and ``evaluate``'s chat metrics all use this set.
-    """
-    by_kind: dict[str, list[Fact]] = {}
-    for fact in world_facts(heldout=True):
-        by_kind.setdefault(fact.kind, []).append(fact)
-    order = []
-    for i in range(max(len(v) for v in by_kind.values())):
-        order += [facts[i] for facts in by_kind.values() if i < len(facts)]
-    items = [
-        HeldoutQuestion([{"role": "user", "content": question(f, i)}], answer_sentence(f), f.answer, f.kind, f.subject)
-        for i, f in enumerate(order)
-    ]
-    return items if limit is None else items[:limit]
-
-
-# ---------------------------------------------------------------------------------------------
-# Arithmetic word problems
-
-_FORMS = (
-    (re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more\."), "{a} + {b} = {n}, so {name} has {n} {thing} now."),
-    (re.compile(r"^(\w+) has (\d+) (\w+) and gives (\d+) of them away\."), "{a} - {b} = {n}, so {name} has {n} {thing} left."),
-    (re.compile(r"^(\w+) has (\d+) bags with (\d+) (\w+) in each bag\."), "{a} * {b} = {n}, so {name} has {n} {thing} in all."),
-)
-
-
-ANSWER_PREFIX = "The answer is "
-
-
-def final_line(answer: int | str) -> str:
-    """The final form every worked reply ends with; RL rewards parse exactly this."""
-    return f"{ANSWER_PREFIX}{answer}."
-
-
-def worked_solution(problem: str, answer: int) -> str:
-    """The worked reply to a ``world.arithmetic_problems`` question: the step, then the final line."""
-    for pattern, step in _FORMS:
-        m = pattern.match(problem)
-        if m is None:
-            continue
-        if "bags" in pattern.pattern:
-            name, a, b, thing = m.groups()
-        else:
-            name, a, thing, b = m.groups()
-        return step.format(a=a, b=b, n=answer, name=name, thing=thing) + "\n" + final_line(answer)
-    raise ValueError(f"not a world.arithmetic_problems question: {problem!r}")
-
-
-def unique_problems(rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, int]]:
-    """``n`` distinct problems drawn in order from ``rng``, none of whose text is in ``exclude``.
-
-    Drawing one at a time keeps prefixes stable: the first 50 of 100 are the 50 of 50.
-    """
-    out: list[tuple[str, int]] = []
-    seen = set(exclude)
-    for _ in range(1000 * max(n, 1)):
-        if len(out) == n:
-            return out
-        ((text, answer),) = world.arithmetic_problems(rng, 1)
-        if text not in seen:
-            seen.add(text)
-            out.append((text, answer))
-    if len(out) < n:
-        raise ValueError(f"could not draw {n} distinct arithmetic problems")
-    return out
-
-
-def rl_test_problems(seed: int, n: int) -> list[dict]:
-    """The held-out RL problems (``rl_test.jsonl``, the chat evaluation's arithmetic)."""
-    return [{"prompt": q, "answer": str(a)} for q, a in unique_problems(random.Random(f"{seed}/rl_test"), n)]
-
-
-def gsm8k_number(text: str) -> str | None:
-    """The integer a string states ("1,234", "-7", "42."), normalised; None if it is no integer."""
-    m = re.fullmatch(r"\s*\$?(-?\d[\d,]*)\.?\s*", text)
-    if m is None or m.group(1).startswith(",") or ",," in m.group(1):
-        return None
-    return str(int(m.group(1).replace(",", "")))
-
-
-def final_answer_from_gsm8k(text: str | int) -> str | None:
-    """A GSM8K-style answer ("... #### 1,234") or a bare number ("42") as "1234"; None if neither."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return str(text)
-    if not isinstance(text, str):
-        return None
-    return gsm8k_number(text.rsplit("####", 1)[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,94 +186,6 @@ def length_only_accuracy(pairs: Sequence[dict]) -> float:
     return max(longer, 1 - longer)
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading and validating user files
-
-
-def read_jsonl(path: str | os.PathLike, check: Callable[[Any], dict]) -> list[dict]:
-    """Rows of a JSONL file, each passed through ``check``; blank lines are skipped.
-
-    ``check`` raises ValueError with what is wrong; it is re-raised as DataFormatError naming
-    the file and line.
-    """
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-            try:
-                rows.append(check(row))
-            except (ValueError, ChatFormatError) as err:
-                raise DataFormatError(f"{path}:{lineno}: {err}") from None
-    return rows
-
-
-def _object_with(row: Any, required: Iterable[str]) -> dict:
-    if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-    missing = [key for key in required if key not in row]
-    if missing:
-        raise ValueError(f"missing key(s) {missing}")
-    return row
-
-
-def _text(row: dict, key: str) -> str:
-    value = row[key]
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"'{key}' must be a non-empty string, got {value!r:.60}")
-    return value
-
-
-def check_sft(row: Any) -> dict:
-    row = _object_with(row, ["messages"])
-    messages = row["messages"]
-    check_messages(messages)
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("no assistant message: nothing to train on")
-    return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
-
-
-def check_preference(row: Any) -> dict:
-    row = _object_with(row, ["prompt", "chosen", "rejected"])
-    out = {key: _text(row, key) for key in ("prompt", "chosen", "rejected")}
-    if out["chosen"] == out["rejected"]:
-        raise ValueError("'chosen' and 'rejected' are identical")
-    if row.get("system") is not None:
-        out["system"] = _text(row, "system")
-    return out
-
-
-def check_problem(row: Any) -> dict:
-    """``{"prompt", "answer"}`` (GSM8K's ``{"question", "answer"}`` too); the answer must state
-    an integer, bare or after ``####``."""
-    if isinstance(row, dict) and "prompt" not in row and "question" in row:
-        row = {**row, "prompt": row["question"]}
-    row = _object_with(row, ["prompt", "answer"])
-    answer = final_answer_from_gsm8k(row["answer"])
-    if answer is None:
-        raise ValueError(f"'answer' {row['answer']!r:.60} is not a number (expected e.g. \"42\" or \"... #### 42\")")
-    return {"prompt": _text(row, "prompt"), "answer": answer}
-
-
-def read_sft(path: str | os.PathLike) -> list[dict]:
-    """``{"messages": [...]}`` rows; roles system/user/assistant, at least one assistant turn."""
-    return read_jsonl(path, check_sft)
-
-
-def read_preferences(path: str | os.PathLike) -> list[dict]:
-    """``{"prompt", "chosen", "rejected"}`` rows (optional ``system``), all non-empty strings."""
-    return read_jsonl(path, check_preference)
-
-
-def read_problems(path: str | os.PathLike) -> list[dict]:
-    """``{"prompt", "answer"}`` rows with the answer normalised to an integer string."""
-    return read_jsonl(path, check_problem)
-
-
 def split_heldout(rows: list[dict], fraction: float, seed: int, name: str) -> tuple[list[dict], list[dict]]:
     """(train, heldout): a seeded ``fraction`` of a user's rows held out (at least one of two or more)."""
     if not rows:
@@ -556,13 +291,6 @@ def conversation_kinds(conversations: list[dict]) -> dict[str, int]:
     return counts
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """One JSON object a line, atomically; keys starting with ``_`` (bookkeeping) are left out."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
-
-
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--output", required=True, help="directory for the six JSONL files")
     parser.add_argument("--stats", required=True, help="stats.json to write")
@@ -574,7 +302,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
     files, extra = build(p)
     out = Path(args.output)
     for name in OUTPUT_FILES:
-        write_jsonl(out / f"{name}.jsonl", files[name])
+        write_jsonl(out / f"{name}.jsonl", (public(row) for row in files[name]))
     stats.extra.update(extra)
     stats.write(args.stats)
     return 0

@@ -37,16 +37,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from llmpipe.config import stage_params
-from llmpipe.eval.chat_eval import arithmetic_metrics, fact_metrics
+from llmpipe.tasks.chat_eval import arithmetic_metrics, fact_metrics
 from llmpipe.io import atomic_path, read_json
-from llmpipe.posttrain.chat import as_messages, completion_ids, prompt_ids
-from llmpipe.posttrain.data import heldout_questions, read_preferences
-from llmpipe.posttrain.logprobs import pair_batch, sequence_logprobs, summed_logprobs
-from llmpipe.posttrain.rewards import parse_final_answer
-from llmpipe.posttrain.sft import batch_order, schedule
+from llmpipe.tokenizer.chat import as_messages, completion_ids, prompt_ids
+from llmpipe.tasks.facts import heldout_questions
+from llmpipe.tasks.formats import read_preferences
+from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.pretrain import lr_at
+from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     start_eval = heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime)
     start_answers = answer_accuracy(model, tokenizer, problems, p)
 
-    sched = schedule(p, steps)
+    sched = short_run_schedule(p, steps)
     optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
     history, last_eval = [], start_eval
     model.train()

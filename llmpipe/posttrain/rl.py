@@ -32,17 +32,16 @@ import torch
 from tqdm import tqdm
 
 from llmpipe.config import stage_params
-from llmpipe.eval.generate import Sampling, generate
+from llmpipe.model.generate import Sampling, generate
 from llmpipe.io import atomic_path, read_json
 from llmpipe.model.gpt import GPT
-from llmpipe.posttrain.chat import END, as_messages, prompt_ids
-from llmpipe.posttrain.data import read_problems
-from llmpipe.posttrain.logprobs import pair_batch, token_logprobs
-from llmpipe.posttrain.rewards import Number, parse_final_answer, parse_number, reward
-from llmpipe.posttrain.sft import batch_order, schedule
+from llmpipe.tokenizer.chat import END, as_messages, prompt_ids
+from llmpipe.tasks.formats import read_problems
+from llmpipe.train.logprobs import pair_batch, token_logprobs
+from llmpipe.tasks.rewards import Number, parse_final_answer, parse_number, reward
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.pretrain import lr_at
+from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
 
 EXAMPLES = 8  # held-out completions kept in stats.json for the report
 
@@ -248,7 +247,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     start_time = time.perf_counter()
     start_eval = heldout_metrics(model, tokenizer, test, p)
     print(f"start: {json.dumps(public(start_eval))}", flush=True)
-    sched = schedule(p, p["steps"])
+    sched = short_run_schedule(p, p["steps"])
     optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
     history, last_eval = [], start_eval
     bar = tqdm(total=p["steps"], desc="rl", unit="step", mininterval=2.0)

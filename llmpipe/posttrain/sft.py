@@ -1,6 +1,6 @@
 """``llmpipe sft``: supervised fine-tuning of a model directory on chat conversations.
 
-Each conversation is rendered with THE chat template (``llmpipe.posttrain.chat``); the loss
+Each conversation is rendered with THE chat template (``llmpipe.tokenizer.chat``); the loss
 counts only assistant tokens and their ``<|end|>``. Conversations are packed whole into rows
 of the context length, each with its own segment id, so the document mask keeps every
 conversation from attending to its neighbours (no cross-example leakage). AdamW with warmup +
@@ -20,14 +20,15 @@ import torch
 from tqdm import tqdm
 
 from llmpipe.config import stage_params
-from llmpipe.eval.chat_eval import fact_metrics
+from llmpipe.tasks.chat_eval import fact_metrics
 from llmpipe.io import atomic_path, read_json
 from llmpipe.model.gpt import GPT
-from llmpipe.posttrain.chat import render
-from llmpipe.posttrain.data import heldout_questions, read_sft
+from llmpipe.tokenizer.chat import render
+from llmpipe.tasks.facts import heldout_questions
+from llmpipe.tasks.formats import read_sft
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.pretrain import lr_at
+from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
 
 
 @dataclass(frozen=True)
@@ -118,22 +119,6 @@ def mean_loss(model: GPT, rows: Rows, runtime: rt.Runtime, batch_size: int) -> f
     return total / max(count, 1)
 
 
-def batch_order(n_rows: int, batch_size: int, steps: int, seed: int) -> list[torch.Tensor]:
-    """Row indices of each step: a fresh seeded shuffle every epoch, batches never span two."""
-    g = torch.Generator().manual_seed(seed)
-    out: list[torch.Tensor] = []
-    while len(out) < steps:
-        perm = torch.randperm(n_rows, generator=g)
-        out += list(perm.split(batch_size))
-    return out[:steps]
-
-
-def schedule(p: dict, steps: int) -> dict:
-    """The keys ``lr_at`` reads, with warmup no longer than a tenth of a short run."""
-    return {"lr": p["lr"], "min_lr_ratio": p["min_lr_ratio"], "max_steps": steps,
-            "warmup_steps": min(p["warmup_steps"], max(1, steps // 10))}
-
-
 def evaluate_heldout(model: GPT, tokenizer, heldout: Rows, runtime: rt.Runtime, p: dict) -> dict:
     """Held-out loss (assistant tokens of sft_heldout) and the chat accuracy on held-out facts."""
     model.eval()
@@ -170,7 +155,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
 
     steps_per_epoch = math.ceil(len(rows) / p["batch_size"])
     steps = max(1, round(p["epochs"] * steps_per_epoch))
-    sched = schedule(p, steps)
+    sched = short_run_schedule(p, steps)
     optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
 
     start_time = time.perf_counter()

@@ -1,1 +1,1 @@
-"""Pretraining: the packed-data reader, checkpoints and the training loop."""
+"""Training pieces: packed data, runtime, schedules, losses, log-probs, checkpoints, pretraining."""

@@ -18,12 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from llmpipe.config import canonical_json, stage_params
-from llmpipe.eval.evaluate import mean_loss
 from llmpipe.io import atomic_path, write_json
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
 from llmpipe.train.data import PackedData, TrainOrder, target_counts, unigram_entropy
+from llmpipe.train.loss import mean_loss
+from llmpipe.train.schedule import lr_at
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022
 
@@ -45,16 +46,6 @@ def model_config(model_params: dict, data: PackedData) -> GPTConfig:
     return GPTConfig.from_preset(
         model_params["preset"], vocab_size=data.vocab_size, context_length=data.context_length, **overrides
     )
-
-
-def lr_at(step: int, p: dict) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
-    if step < p["warmup_steps"]:
-        return p["lr"] * (step + 1) / p["warmup_steps"]
-    span = max(1, p["max_steps"] - p["warmup_steps"])
-    progress = min(1.0, (step - p["warmup_steps"]) / span)
-    floor = p["lr"] * p["min_lr_ratio"]
-    return floor + 0.5 * (p["lr"] - floor) * (1 + math.cos(math.pi * progress))
 
 
 def accumulation_steps(tokens_per_step: int, batch_size: int, context_length: int, world: int) -> int:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from llmpipe.model.device import pick_device, pick_dtype
+
 # Dense bf16 peak flop/s by device name, for MFU; an unknown device reports no MFU.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -43,27 +45,6 @@ class Runtime:
             return None
         name = torch.cuda.get_device_name(self.device)
         return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is cuda, then mps, then cpu; an explicit name is taken as given."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 autocast on CUDA, fp32 elsewhere (exact and deterministic on CPU)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def start(device: str = "auto", dtype: str = "auto") -> Runtime:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmpipe.eval.generate import Sampling, generate
+from llmpipe.model.generate import Sampling, generate
 from llmpipe.model.gpt import GPT
-from llmpipe.posttrain.chat import END, prompt_ids
-from llmpipe.posttrain.data import HeldoutQuestion, answer_candidates, heldout_questions, rl_test_problems
-from llmpipe.posttrain.rewards import parse_final_answer
+from llmpipe.tokenizer.chat import END, prompt_ids
+from llmpipe.tasks.arithmetic import rl_test_problems
+from llmpipe.tasks.facts import HeldoutQuestion, answer_candidates, heldout_questions
+from llmpipe.tasks.rewards import parse_final_answer
 
 EXAMPLES = 12  # replies of each task kept for the report
 

@@ -111,8 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.train.checkpoint import load_model, load_tokenizer
-    from llmpipe.train.runtime import pick_device
+    from llmpipe.model.directory import load_model, load_tokenizer
+    from llmpipe.model.device import pick_device
 
     model = load_model(args.model, pick_device(args.device))
     tokenizer = load_tokenizer(args.model)
