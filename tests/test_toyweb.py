@@ -16,7 +16,8 @@ from warcio.archiveiterator import ArchiveIterator
 
 from llmpipe.cli import main as cli
 from llmpipe.config import ConfigError, load_config
-from llmpipe.data import scoring, toyweb, world
+from llmpipe.data import scoring, toyweb
+from llmpipe.tasks import world
 from llmpipe.data.url_filter import check_url, load_rules
 
 REPO = Path(__file__).resolve().parent.parent
