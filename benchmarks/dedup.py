@@ -21,10 +21,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import xxhash
 
-from llmpipe.data import dedup
+from llmpipe.data.dedup.buckets import band_pairs
+from llmpipe.data.dedup.clusters import clusters
+from llmpipe.data.dedup.common import Params, Signatures, write_signatures
+from llmpipe.data.dedup.signatures import shingles, signatures, to_datasketch
 from llmpipe.stats import StageStats
 
-PARAMS = dedup.Params(bands=14, rows=8, threshold=0.7, ngram=5, seed=1, hash="xxh32", exact=True, near=True)
+PARAMS = Params(bands=14, rows=8, threshold=0.7, ngram=5, seed=1, hash="xxh32", exact=True, near=True)
 SHARDS = 4
 
 
@@ -62,7 +65,7 @@ def per_shingle(texts: list[str]) -> list[np.ndarray]:
     out = []
     for text in texts:
         minhash = datasketch.MinHash(num_perm=PARAMS.num_perm, seed=PARAMS.seed, hashfunc=xxhash.xxh32_intdigest)
-        for shingle in dedup.shingles(text, PARAMS.ngram):
+        for shingle in shingles(text, PARAMS.ngram):
             minhash.update(shingle)
         out.append(minhash.hashvalues)
     return out
@@ -75,28 +78,28 @@ def bulk(shingle_lists: list[list[bytes]]) -> list[np.ndarray]:
     return [m.hashvalues for m in minhashes]
 
 
-def lsh_and_clusters(workdir: Path, texts: list[str], sigs: dedup.Signatures) -> dict:
+def lsh_and_clusters(workdir: Path, texts: list[str], sigs: Signatures) -> dict:
     """Every band job and the cluster job over ``SHARDS`` signature files; returns the stats."""
     paths = []
     for shard, rows in enumerate(np.array_split(np.arange(len(texts)), SHARDS)):
-        part = dedup.Signatures(sigs.values[rows], sigs.exact[rows], sigs.shingles[rows])
+        part = Signatures(sigs.values[rows], sigs.exact[rows], sigs.shingles[rows])
         paths.append(str(workdir / f"s{shard}.npz"))
-        dedup.write_signatures(paths[-1], f"s{shard}", [str(r) for r in rows], part, PARAMS)
+        write_signatures(paths[-1], f"s{shard}", [str(r) for r in rows], part, PARAMS)
     pair_paths = []
     for band in range(PARAMS.bands):
         pair_paths.append(str(workdir / f"band{band}.parquet"))
-        pq.write_table(dedup.band_pairs(paths, band, PARAMS), pair_paths[-1])
+        pq.write_table(band_pairs(paths, band, PARAMS), pair_paths[-1])
     stats = StageStats(stage="dedup-clusters")
-    dedup.clusters(paths, pair_paths, PARAMS, stats)
+    clusters(paths, pair_paths, PARAMS, stats)
     return stats.to_dict()
 
 
-def datasketch_lsh(sigs: dedup.Signatures) -> int:
+def datasketch_lsh(sigs: Signatures) -> int:
     """Insert every signature into datasketch's MinHashLSH and query it; documents with a match."""
     lsh = datasketch.MinHashLSH(threshold=PARAMS.threshold, num_perm=PARAMS.num_perm, params=(PARAMS.bands, PARAMS.rows))
     matched = 0
     for i, values in enumerate(sigs.values):
-        minhash = dedup.to_datasketch(values, PARAMS)
+        minhash = to_datasketch(values, PARAMS)
         matched += bool(lsh.query(minhash))
         lsh.insert(i, minhash)
     return matched
@@ -113,8 +116,8 @@ def main() -> None:
 
     texts = documents(args.docs, args.words, args.seed)
     n = len(texts)
-    ours, sigs = best_rate(lambda: dedup.signatures(texts, PARAMS), n, args.repeat)
-    shingling, shingle_lists = best_rate(lambda: [dedup.shingles(t, PARAMS.ngram) for t in texts], n, args.repeat)
+    ours, sigs = best_rate(lambda: signatures(texts, PARAMS), n, args.repeat)
+    shingling, shingle_lists = best_rate(lambda: [shingles(t, PARAMS.ngram) for t in texts], n, args.repeat)
     bulk_only, bulk_values = best_rate(lambda: bulk(shingle_lists), n, args.repeat)
     bulk_total = 1 / (1 / shingling + 1 / bulk_only)
     subset = texts[: args.update_docs]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from llmpipe.data.toyweb import ESCAPED_SCRIPT
+from llmpipe.data.toyweb.defects import ESCAPED_SCRIPT
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,13 @@ from datasketch.hashfunc import sha1_hash32
 
 from llmpipe import _minhash
 from llmpipe.cli import main
-from llmpipe.data import dedup
+from llmpipe.data.dedup import signatures
+from llmpipe.data.dedup.common import Params
 from llmpipe.data.documents import TEXT
 from llmpipe.io import read_documents, read_json, write_documents
 
 CONFIG = {"bands": 14, "rows": 8, "threshold": 0.7, "ngram": 5, "seed": 1, "hash": "xxh32", "exact": True, "near": True}
-PARAMS = dedup.Params.from_config(CONFIG)
+PARAMS = Params.from_config(CONFIG)
 TRICKY = [
     "Hello, World! This is a test of the emergency broadcast system; don't panic.",
     "Ünïcödé  ﬁne, CAFÉ—dash; 日本語 テキスト 123 ½ don't\u00a0nbsp\u200bzw \t tab 🙂 İstanbul ǅ x₂ 𝔘𝔫𝔦",
@@ -67,26 +68,26 @@ def test_core_hashes_equal_xxhash(length):
 
 @pytest.mark.parametrize("hashname,hashfunc", [("xxh32", xxhash.xxh32_intdigest), ("sha1", sha1_hash32)])
 def test_signatures_equal_datasketch(corpus, hashname, hashfunc):
-    params = dedup.Params.from_config({**CONFIG, "hash": hashname})
+    params = Params.from_config({**CONFIG, "hash": hashname})
     texts = TRICKY + list(corpus.values())
-    sigs = dedup.signatures(texts, params)
+    sigs = signatures.signatures(texts, params)
     for text, values, count, exact in zip(texts, sigs.values, sigs.shingles, sigs.exact):
         reference = datasketch.MinHash(num_perm=112, seed=1, hashfunc=hashfunc)
-        shingles = dedup.shingles(text, 5)
+        shingles = signatures.shingles(text, 5)
         for shingle in shingles:  # one update() per shingle: datasketch's reference path
             reference.update(shingle)
         np.testing.assert_array_equal(values, reference.hashvalues, err_msg=text)
         assert count == len(shingles)
-        assert exact == xxhash.xxh64_intdigest(dedup.normalize(text).encode())
+        assert exact == xxhash.xxh64_intdigest(signatures.normalize(text).encode())
     assert sigs.shingles.tolist()[3:6] == [1, 0, 0]
 
 
 def test_signatures_index_in_datasketch_lsh(corpus):
-    sigs = dedup.signatures(list(corpus.values()), PARAMS)
+    sigs = signatures.signatures(list(corpus.values()), PARAMS)
     lsh = datasketch.MinHashLSH(threshold=0.7, num_perm=112, params=(14, 8))
     for key, values in zip(corpus, sigs.values):
-        lsh.insert(key, dedup.to_datasketch(values, PARAMS))
-    found = set(lsh.query(dedup.to_datasketch(sigs.values[0], PARAMS)))
+        lsh.insert(key, signatures.to_datasketch(values, PARAMS))
+    found = set(lsh.query(signatures.to_datasketch(sigs.values[0], PARAMS)))
     assert {"article", "exact", "near"} <= found and "unrelated" not in found
 
 

@@ -17,7 +17,7 @@ from llmpipe.data.extract import clean_lines, extract_document, page_title
 from llmpipe.data.ingest import ingest_file
 from llmpipe.data.scoring import extraction_scores, extraction_table
 from llmpipe.data.stage import Drop, apply_step
-from llmpipe.data.toyweb import generate
+from llmpipe.data.toyweb.truth import generate
 from llmpipe.io import write_documents
 from llmpipe.stats import StageStats
 

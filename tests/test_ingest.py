@@ -18,7 +18,7 @@ from warcio.warcwriter import WARCWriter
 from llmpipe.cli import main
 from llmpipe.data.documents import RAW
 from llmpipe.data.ingest import decode_html, ingest_file, normalize_charset
-from llmpipe.data.toyweb import generate
+from llmpipe.data.toyweb.truth import generate
 from llmpipe.stats import StageStats
 
 CAP = 5_000_000

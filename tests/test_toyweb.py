@@ -16,9 +16,13 @@ from warcio.archiveiterator import ArchiveIterator
 
 from llmpipe.cli import main as cli
 from llmpipe.config import ConfigError, load_config
-from llmpipe.data import scoring, toyweb
-from llmpipe.tasks import world
+from llmpipe.data import scoring
+from llmpipe.data.toyweb.articles import WRITERS
+from llmpipe.data.toyweb.crawl import build_crawl
+from llmpipe.data.toyweb.defects import BLOCKED_CATEGORIES, CHARSET_SPECIALS
+from llmpipe.data.toyweb.pages import Page
 from llmpipe.data.url_filter import check_url, load_rules
+from llmpipe.tasks import world
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"seed": 11, "files": 2, "articles": 60}
@@ -41,10 +45,10 @@ def web(tmp_path_factory) -> tuple[list[Path], pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def default_pages() -> list[toyweb.Page]:
+def default_pages() -> list[Page]:
     """The default-size crawl's pages (built in memory, as the stage builds them)."""
     params = load_config(REPO / "config.yaml")["toyweb"]
-    return [p for pages in toyweb.build_crawl(params["seed"], params["articles"], params["files"])
+    return [p for pages in build_crawl(params["seed"], params["articles"], params["files"])
             for p in pages]
 
 
@@ -58,7 +62,7 @@ def members(path: Path) -> list[tuple[bytes, bool]]:
     return out
 
 
-def page_text(page: toyweb.Page) -> str:
+def page_text(page: Page) -> str:
     return page.body.decode(page.charset_true) if page.charset_true else ""
 
 
@@ -81,10 +85,10 @@ def test_same_seed_gives_identical_bytes(web, tmp_path):
 def test_every_kind_genre_and_planted_oddity_is_present(web):
     _, truth = web
     assert set(truth["kind"]) == KINDS
-    assert set(truth.loc[truth["kind"] == "article", "genre"]) == set(toyweb.WRITERS)
-    assert set(truth["blocked_category"].dropna()) == set(toyweb.BLOCKED_CATEGORIES)
+    assert set(truth.loc[truth["kind"] == "article", "genre"]) == set(WRITERS)
+    assert set(truth["blocked_category"].dropna()) == set(BLOCKED_CATEGORIES)
     assert {"de", "fr", "es"} <= set(truth["language"].dropna())
-    assert {*toyweb.CHARSET_SPECIALS, "escaped_script", "special_token", "truncated",
+    assert {*CHARSET_SPECIALS, "escaped_script", "special_token", "truncated",
             "binary_both", "binary_type_only", "binary_extension_only"} <= set(truth["special"].dropna())
     assert truth["id"].is_unique and truth["url"].is_unique
     stats = json.loads((Path(web[0][0]).parent / "stats.json").read_text())
