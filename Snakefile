@@ -2,7 +2,7 @@
 # The stages live in workflow/rules/*.smk; each rule is a thin call of `llmpipe <stage>`.
 from snakemake.utils import min_version, validate
 
-from llmpipe.config import validate_config
+from llmpipe.config import SCHEMA_FILE, validate_config
 
 min_version("9.0")
 
@@ -10,7 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# The schemas ship in the llmpipe package (llmpipe/schemas), so this validates against the
+# installed package's own copy, the one its stages validate with too.
+validate(config, str(SCHEMA_FILE))
 # Snakemake fills no defaults inside $ref'd section schemas; llmpipe's loader does.
 validate_config(config)
 

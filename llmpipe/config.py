@@ -1,8 +1,9 @@
 """The one config loader: read config.yaml, validate it against the schema, fill defaults.
 
-Snakemake validates the same file with the same schema (``workflow/schemas``); this module
-serves ``llmpipe <stage> --config config.yaml`` runs outside Snakemake, and turns a section
-into the canonical JSON string that rules pass as params.
+The schemas ship inside the package (``llmpipe/schemas``), so a regular ``pip install .`` has
+them; the Snakefile validates against this same SCHEMA_FILE. This module serves
+``llmpipe <stage> --config config.yaml`` runs outside Snakemake, and turns a section into the
+canonical JSON string that rules pass as params.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 SCHEMA_FILE = SCHEMA_DIR / "config.schema.yaml"
 
 
