@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 import yaml
 from markupsafe import Markup
 
+from llmpipe import layout
 from llmpipe.config import stage_params
 from llmpipe.io import atomic_path
-from llmpipe.report import environment, sections as sec
+from llmpipe.report import environment
+from llmpipe.report import sections as sec
 
 TEMPLATE = "report.html.j2"
 
@@ -54,7 +56,7 @@ def sample_tokens(path: Path, sentence: str) -> list[tuple[int, str]]:
 
 def read_planted(results: Path) -> tuple[list[dict], dict[str, dict]]:
     """The toy web's planted articles and, for those in the curated corpus, their split and text."""
-    truth_path = results / "toyweb" / "truth.parquet"
+    truth_path = Path(layout.toyweb_truth_file(results))
     if not truth_path.exists():
         return [], {}
     truth = [r for r in sec.read_rows(truth_path, ["id", "url", "kind", "special"])
@@ -64,7 +66,7 @@ def read_planted(results: Path) -> tuple[list[dict], dict[str, dict]]:
     ids = [r["id"] for r in truth]
     final: dict[str, dict] = {}
     for split in sec.SPLITS:
-        for path in sorted((results / "split" / split).glob("*.parquet")):
+        for path in sec.matching(layout.split_file(results, split, "*")):
             for row in pq.read_table(path, columns=["id", "text"], filters=[("id", "in", ids)]).to_pylist():
                 final[row["id"]] = {"split": split, "text": row["text"]}
     return truth, final
@@ -77,7 +79,7 @@ def read_cluster_texts(results: Path, members: list[dict]) -> dict[tuple[str, in
     for m in members:
         by_shard.setdefault(m["shard"], []).append(m["row"])
     for shard, rows in by_shard.items():
-        path = results / "quality" / "docs" / f"{shard}.parquet"
+        path = Path(layout.shard_file(results, "quality", "docs", shard))
         if path.exists():
             table = pq.read_table(path, columns=["url", "text"]).take(rows)
             for row, doc in zip(rows, table.to_pylist()):
@@ -85,8 +87,8 @@ def read_cluster_texts(results: Path, members: list[dict]) -> dict[tuple[str, in
     return texts
 
 
-def first_file(directory: Path, pattern: str) -> Path | None:
-    return next(iter(sorted(directory.glob(pattern))), None)
+def first_file(pattern: str) -> Path | None:
+    return next(iter(sec.matching(pattern)), None)
 
 
 def collect(results: Path, benchmarks: Path, params: dict, run_config: dict | None, cwd: Path) -> dict:
@@ -95,23 +97,24 @@ def collect(results: Path, benchmarks: Path, params: dict, run_config: dict | No
     rejects = {stage: sec.read_rejects(results, stage, params["examples_per_reason"], params["excerpt_chars"])
                for stage in sec.FILTER_STAGES}
     kept = {stage: sec.read_rows(path, ["url", "text"], limit=params["examples_per_reason"])
-            for stage in sec.FILTER_STAGES if (path := first_file(results / stage / "docs", "*.parquet"))}
+            for stage in sec.FILTER_STAGES if (path := first_file(layout.shard_file(results, stage, "docs", "*")))}
     truth, final = read_planted(results)
 
-    members = sec.read_rows(results / "dedup" / "clusters.parquet", ["shard", "row", "id", "cluster", "keep", "reason"])
+    members = sec.read_rows(layout.clusters_file(results), ["shard", "row", "id", "cluster", "keep", "reason"])
     largest = sec.largest_clusters(members, params["duplicate_clusters"])
-    clusters = sec.clusters_section(sec.read_json_file(results / "dedup" / "clusters.stats.json"), largest,
+    clusters = sec.clusters_section(sec.read_json_file(layout.clusters_stats_file(results)), largest,
                                     read_cluster_texts(results, [m for c in largest for m in c]),
                                     params["excerpt_chars"])
 
-    tokenizer_path = results / "tokenizer" / "tokenizer.json"
+    tokenizer_path = Path(layout.tokenizer_file(results))
     vocab, specials = read_vocab(tokenizer_path)
-    token_headers = {split: [sec.read_json_file(p) for p in sorted((results / "tokens" / split).glob("*.json"))]
+    token_headers = {split: [sec.read_json_file(p)
+                             for p in sec.matching(layout.tokens_file(results, split, "*", "header"))]
                      for split in sec.SPLITS}
-    training = {stage: sec.training_section(stage, sec.read_jsonl(results / stage / "metrics.jsonl"),
-                                            sec.read_json_file(results / stage / "stats.json"))
-                for stage in ("pretrain", "sft", "dpo", "rl")}
-    metrics = {model: sec.read_json_file(results / "evaluate" / f"{model}.json") for model in sec.MODELS}
+    training = {stage: sec.training_section(stage, sec.read_jsonl(layout.metrics_file(results, stage)),
+                                            sec.read_json_file(layout.training_stats_file(results, stage)))
+                for stage in sec.MODELS}
+    metrics = {model: sec.read_json_file(layout.evaluation_file(results, model)) for model in sec.MODELS}
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": environment.git_commit(cwd),
@@ -119,14 +122,15 @@ def collect(results: Path, benchmarks: Path, params: dict, run_config: dict | No
         "hardware": environment.hardware(),
         "config": yaml.safe_dump(run_config, sort_keys=False) if run_config is not None else None,
         "timing": sec.timing_section(sec.read_benchmarks(benchmarks)),
-        "funnel": sec.funnel_section(sec.read_json_file(results / "toyweb" / "stats.json"), stats),
+        "funnel": sec.funnel_section(sec.read_json_file(layout.toyweb_stats_file(results)), stats),
         "examples": sec.examples_section(rejects, kept, params["examples_per_reason"], params["excerpt_chars"]),
         "planted": sec.planted_section(truth, rejects, final),
         "clusters": clusters,
-        "tokenizer": sec.tokenizer_section(sec.read_json_file(results / "tokenizer" / "stats.json"), token_headers,
+        "tokenizer": sec.tokenizer_section(sec.read_json_file(layout.tokenizer_stats_file(results)), token_headers,
                                            vocab, specials, params["longest_merges"],
                                            sample_tokens(tokenizer_path, params["sample_sentence"])),
-        "packing": sec.packing_section({s: sec.read_json_file(results / "pack" / s / "header.json") for s in sec.SPLITS}),
+        "packing": sec.packing_section({s: sec.read_json_file(layout.packed_file(results, s, "header.json"))
+                                        for s in sec.SPLITS}),
         "training": training,
         "evaluation": sec.evaluation_section(metrics, params["generations"]),
     }

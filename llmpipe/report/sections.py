@@ -17,20 +17,23 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from llmpipe import layout
 from llmpipe.report.plots import Series, bar_plot, line_plot
 
-FILTER_STAGES = ("url_filter", "extract", "quality", "dedup")
-FUNNEL_STAGES = ("ingest", "url_filter", "extract", "quality", "dedup", "split")
-SPLITS = ("train", "val", "test")
-MODELS = ("pretrain", "sft", "dpo", "rl")
+# The run's names (llmpipe/layout.py, which the rules read too).
+FILTER_STAGES = layout.FILTER_STAGES
+FUNNEL_STAGES = layout.FUNNEL_STAGES
+SPLITS = layout.SPLITS
+MODELS = layout.MODEL_STAGES
 
 
 # ---------------------------------------------------------------------------------------------
 # Readers
 
 
-def read_json_file(path: Path) -> Any:
+def read_json_file(path: str | Path) -> Any:
     """Parsed JSON, ``None`` when the file is absent; a broken file names itself."""
+    path = Path(path)
     if not path.exists():
         return None
     try:
@@ -39,8 +42,9 @@ def read_json_file(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict]:
     """Rows of a metrics.jsonl, ``[]`` when absent; a broken line is reported by number."""
+    path = Path(path)
     if not path.exists():
         return []
     rows = []
@@ -54,9 +58,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def matching(pattern: str) -> list[Path]:
+    """The files a results path with ``*`` for its file's shard matches (``layout.shard_file(..., "*")``), sorted."""
+    path = Path(pattern)
+    return sorted(path.parent.glob(path.name))
+
+
+def shard_files(results: Path, stage: str, kind: str) -> list[Path]:
+    """A data stage's files of one kind ("docs", "rejects", "stats"), every shard."""
+    return matching(layout.shard_file(results, stage, kind, "*"))
+
+
 def read_stage_stats(results: Path, stage: str) -> list[dict]:
     """Every shard's StageStats of a data stage (``results/<stage>/stats/*.json``)."""
-    return [read_json_file(p) for p in sorted((results / stage / "stats").glob("*.json"))]
+    return [read_json_file(p) for p in shard_files(results, stage, "stats")]
 
 
 def read_benchmarks(benchmarks: Path) -> dict[str, list[dict]]:
@@ -72,8 +87,9 @@ def read_benchmarks(benchmarks: Path) -> dict[str, list[dict]]:
     return rules
 
 
-def read_rows(path: Path, columns: list[str], limit: int | None = None) -> list[dict]:
+def read_rows(path: str | Path, columns: list[str], limit: int | None = None) -> list[dict]:
     """The first ``limit`` rows (all when ``None``) of the columns a parquet file has."""
+    path = Path(path)
     if not path.exists():
         return []
     file = pq.ParquetFile(path)
@@ -96,7 +112,7 @@ def read_rejects(results: Path, stage: str, per_reason: int, chars: int) -> list
     """
     rows: list[dict] = []
     shown: dict[str, int] = defaultdict(int)
-    for path in sorted((results / stage / "rejects").glob("*.parquet")):
+    for path in shard_files(results, stage, "rejects"):
         file = pq.ParquetFile(path)
         columns = [c for c in ("id", "url", "text", "reason") if c in file.schema_arrow.names]
         for batch in file.iter_batches(columns=columns):

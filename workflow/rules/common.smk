@@ -1,17 +1,20 @@
 # Helpers shared by all rule files (paths, shards, config sections as params, code versions).
 import glob
-import hashlib
-import importlib.util
 import re
 from pathlib import Path
 
-import llmpipe
+from llmpipe import layout
+from llmpipe.cli import STAGES
+from llmpipe.code_version import code_version
 from llmpipe.config import canonical_json
 
 RESULTS = config["results"]
-# The installed package the rules run (editable installs point back into this checkout).
-PACKAGE_DIR = Path(llmpipe.__file__).parent
 
+# The names the rules share with the stages and the report (llmpipe/layout.py).
+FILTER_STAGES = layout.FILTER_STAGES
+FUNNEL_STAGES = layout.FUNNEL_STAGES
+MODEL_STAGES = layout.MODEL_STAGES
+SPLITS = layout.SPLITS
 
 
 def section(name, keys=None):
@@ -26,31 +29,15 @@ def section(name, keys=None):
     return canonical_json(values)
 
 
-def code_version(*modules):
-    """Hash of the code a stage runs, so editing it reruns that stage.
+def stage_code(stage):
+    """The code version of `llmpipe <stage>`, so that editing what it runs reruns the rule.
 
-    Each item is a file under the package ("data/url_filter.py"), a glob of data files there
-    ("data/blocklists/*.txt": names and contents count), or a compiled module by name
-    ("_bpe"): the built file Python imports, which changes whenever its ext/ sources are
-    rebuilt (the build is byte-for-byte reproducible) and exists in every kind of install.
+    A hash of every llmpipe file its module (llmpipe/cli.py's STAGES) imports, transitively, with
+    the package data files they read: computed from the source (llmpipe/code_version.py), never listed.
     """
-    digest = hashlib.sha256()
-    for module in modules:
-        if "*" in module:
-            paths = sorted(PACKAGE_DIR.glob(module))
-            if not paths:
-                raise ValueError(f"code_version: no file matches {PACKAGE_DIR / module}")
-            for path in paths:
-                digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-                digest.update(path.read_bytes())
-        elif module.isidentifier():
-            spec = importlib.util.find_spec(f"llmpipe.{module}")
-            if spec is None or not spec.origin:
-                raise ValueError(f"code_version: no compiled module llmpipe.{module}; run pip install -e .")
-            digest.update(Path(spec.origin).read_bytes())
-        else:
-            digest.update((PACKAGE_DIR / module).read_bytes())
-    return digest.hexdigest()[:16]
+    if stage not in STAGES:
+        raise ValueError(f"stage_code: {stage!r} is not a stage of llmpipe/cli.py (one of {', '.join(STAGES)})")
+    return code_version(STAGES[stage][0])
 
 
 def _shard_name(path):
@@ -65,7 +52,7 @@ def warc_inputs():
     source = config["input"]["source"]
     if source == "toyweb":
         return {
-            f"toyweb-{i:03d}": f"{RESULTS}/toyweb/toyweb-{i:03d}.warc.gz"
+            f"toyweb-{i:03d}": layout.toyweb_warc_file(RESULTS, f"toyweb-{i:03d}")
             for i in range(config["toyweb"]["files"])
         }
     paths = sorted({p for pattern in config["input"]["warc"] for p in glob.glob(pattern)})
@@ -94,17 +81,27 @@ def benchmark_path(rule_name, name="{shard}"):
 
 def all_targets():
     """The default target: the report (which needs every stage) and each model's evaluation."""
-    return [f"{RESULTS}/report.html"] + expand(f"{RESULTS}/evaluate/{{model}}.json", model=["pretrain", "sft", "dpo", "rl"])
+    return [layout.report_file(RESULTS)] + [layout.evaluation_file(RESULTS, stage) for stage in MODEL_STAGES]
 
 
-# The model half: packed splits, model directories, launcher.
-PACKED_FILES = ["header.json", "tokens.bin", "segments.bin"]
-MODEL_FILES = ["model.safetensors", "config.json", "tokenizer.json"]
-MODEL_CODE = ["model/gpt.py", "train/data.py", "train/checkpoint.py", "train/runtime.py"]
+def shard_outputs(stage):
+    """A filter stage's outputs per shard: docs, rejects, stats."""
+    return {kind: layout.shard_file(RESULTS, stage, kind, "{shard}") for kind in layout.SHARD_SUFFIXES}
 
 
 def packed(split):
-    return [f"{RESULTS}/pack/{split}/{name}" for name in PACKED_FILES]
+    """A packed split's files: header, tokens, segments."""
+    return layout.packed_files(RESULTS, split)
+
+
+def packed_outputs(split):
+    """A packed split's files as named outputs, in layout.PACKED_FILES's order."""
+    return dict(zip(("header", "tokens", "segments"), packed(split)))
+
+
+def model_outputs(stage):
+    """A model stage's model directory as named outputs, in layout.MODEL_FILES's order."""
+    return dict(zip(("model", "config", "tokenizer"), layout.model_files(RESULTS, stage)))
 
 
 def pretrain_launcher():

@@ -4,14 +4,14 @@
 
 rule toyweb:
     output:
-        warcs=[f"{RESULTS}/toyweb/{shard}.warc.gz" for shard in SHARDS]
+        warcs=[layout.toyweb_warc_file(RESULTS, shard) for shard in SHARDS]
         if config["input"]["source"] == "toyweb"
         else [],
-        truth=f"{RESULTS}/toyweb/truth.parquet",
-        stats=f"{RESULTS}/toyweb/stats.json",
+        truth=layout.toyweb_truth_file(RESULTS),
+        stats=layout.toyweb_stats_file(RESULTS),
     params:
         cfg=section("toyweb"),
-        code=code_version("data/toyweb.py", "data/world.py"),
+        code=stage_code("toyweb"),
     log:
         log_path("toyweb", "toyweb"),
     benchmark:
@@ -28,11 +28,11 @@ rule ingest:
     input:
         warc=lambda wc: WARCS[wc.shard],
     output:
-        docs=f"{RESULTS}/ingest/docs/{{shard}}.parquet",
-        stats=f"{RESULTS}/ingest/stats/{{shard}}.json",
+        docs=layout.shard_file(RESULTS, "ingest", "docs", "{shard}"),
+        stats=layout.shard_file(RESULTS, "ingest", "stats", "{shard}"),
     params:
         cfg=section("ingest"),
-        code=code_version("data/ingest.py"),
+        code=stage_code("ingest"),
     log:
         log_path("ingest"),
     benchmark:
@@ -49,12 +49,10 @@ rule url_filter:
     input:
         docs=rules.ingest.output.docs,
     output:
-        docs=f"{RESULTS}/url_filter/docs/{{shard}}.parquet",
-        rejects=f"{RESULTS}/url_filter/rejects/{{shard}}.parquet",
-        stats=f"{RESULTS}/url_filter/stats/{{shard}}.json",
+        **shard_outputs("url_filter"),
     params:
         cfg=section("url_filter"),
-        code=code_version("data/url_filter.py", "data/blocklists/*.txt"),
+        code=stage_code("url-filter"),
     log:
         log_path("url_filter"),
     benchmark:
@@ -71,12 +69,10 @@ rule extract:
     input:
         docs=rules.url_filter.output.docs,
     output:
-        docs=f"{RESULTS}/extract/docs/{{shard}}.parquet",
-        rejects=f"{RESULTS}/extract/rejects/{{shard}}.parquet",
-        stats=f"{RESULTS}/extract/stats/{{shard}}.json",
+        **shard_outputs("extract"),
     params:
         cfg=section("extract"),
-        code=code_version("data/extract.py"),
+        code=stage_code("extract"),
     log:
         log_path("extract"),
     benchmark:
@@ -93,12 +89,10 @@ rule quality:
     input:
         docs=rules.extract.output.docs,
     output:
-        docs=f"{RESULTS}/quality/docs/{{shard}}.parquet",
-        rejects=f"{RESULTS}/quality/rejects/{{shard}}.parquet",
-        stats=f"{RESULTS}/quality/stats/{{shard}}.json",
+        **shard_outputs("quality"),
     params:
         cfg=section("quality"),
-        code=code_version("data/quality.py"),
+        code=stage_code("quality"),
     log:
         log_path("quality"),
     benchmark:
@@ -118,7 +112,7 @@ rule dedup_signatures:
         signatures=f"{RESULTS}/dedup/signatures/{{shard}}.npz",
     params:
         cfg=section("dedup", keys=["bands", "rows", "seed", "ngram", "hash"]),
-        code=code_version("data/dedup.py", "_minhash"),
+        code=stage_code("dedup-signatures"),
     log:
         log_path("dedup_signatures"),
     benchmark:
@@ -138,7 +132,7 @@ rule dedup_buckets:
         pairs=f"{RESULTS}/dedup/buckets/{{band}}.parquet",
     params:
         cfg=section("dedup"),
-        code=code_version("data/dedup.py"),
+        code=stage_code("dedup-buckets"),
     log:
         log_path("dedup_buckets", "{band}"),
     benchmark:
@@ -156,11 +150,11 @@ rule dedup_clusters:
         signatures=expand(rules.dedup_signatures.output.signatures, shard=SHARDS),
         pairs=expand(rules.dedup_buckets.output.pairs, band=range(config["dedup"]["bands"])),
     output:
-        clusters=f"{RESULTS}/dedup/clusters.parquet",
-        stats=report(f"{RESULTS}/dedup/clusters.stats.json", caption="../report/dedup_clusters.rst", category="Data"),
+        clusters=layout.clusters_file(RESULTS),
+        stats=report(layout.clusters_stats_file(RESULTS), caption="../report/dedup_clusters.rst", category="Data"),
     params:
         cfg=section("dedup"),
-        code=code_version("data/dedup.py"),
+        code=stage_code("dedup-clusters"),
     log:
         log_path("dedup_clusters", "clusters"),
     benchmark:
@@ -178,12 +172,10 @@ rule dedup_filter:
         docs=rules.quality.output.docs,
         clusters=rules.dedup_clusters.output.clusters,
     output:
-        docs=f"{RESULTS}/dedup/docs/{{shard}}.parquet",
-        rejects=f"{RESULTS}/dedup/rejects/{{shard}}.parquet",
-        stats=f"{RESULTS}/dedup/stats/{{shard}}.json",
+        **shard_outputs("dedup"),
     params:
         cfg=section("dedup"),
-        code=code_version("data/dedup.py"),
+        code=stage_code("dedup-filter"),
     log:
         log_path("dedup_filter"),
     benchmark:
@@ -200,13 +192,11 @@ rule split:
     input:
         docs=rules.dedup_filter.output.docs,
     output:
-        train=f"{RESULTS}/split/train/{{shard}}.parquet",
-        val=f"{RESULTS}/split/val/{{shard}}.parquet",
-        test=f"{RESULTS}/split/test/{{shard}}.parquet",
-        stats=f"{RESULTS}/split/stats/{{shard}}.json",
+        **{split: layout.split_file(RESULTS, split, "{shard}") for split in SPLITS},
+        stats=layout.shard_file(RESULTS, "split", "stats", "{shard}"),
     params:
         cfg=section("split"),
-        code=code_version("data/split.py"),
+        code=stage_code("split"),
     log:
         log_path("split"),
     benchmark:

@@ -1,10 +1,7 @@
 # Post-training: generated (or user) data -> sft (-> dpo -> rl), each a model directory in the
 # pretrain format, so the `evaluate` rule scores every stage the same way.
 
-POSTTRAIN_DATA = [
-    f"{RESULTS}/posttrain_data/{name}.jsonl"
-    for name in ["sft_train", "sft_heldout", "dpo_train", "dpo_heldout", "rl_train", "rl_test"]
-]
+POSTTRAIN_DATA = [layout.posttrain_file(RESULTS, name) for name in layout.POSTTRAIN_FILES]
 
 
 rule posttrain_data:
@@ -17,10 +14,10 @@ rule posttrain_data:
         ],
     output:
         files=POSTTRAIN_DATA,
-        stats=f"{RESULTS}/posttrain_data/stats.json",
+        stats=f"{layout.posttrain_dir(RESULTS)}/stats.json",
     params:
         cfg=section("posttrain_data"),
-        code=code_version("posttrain/data.py", "posttrain/chat.py", "data/world.py"),
+        code=stage_code("posttrain-data"),
         out=lambda wc, output: Path(output.stats).parent,
     log:
         log_path("posttrain_data", "posttrain_data"),
@@ -36,19 +33,16 @@ rule posttrain_data:
 
 rule sft:
     input:
-        base=[f"{RESULTS}/pretrain/{name}" for name in MODEL_FILES],
-        train=f"{RESULTS}/posttrain_data/sft_train.jsonl",
-        heldout=f"{RESULTS}/posttrain_data/sft_heldout.jsonl",
+        base=layout.model_files(RESULTS, "pretrain"),
+        train=layout.posttrain_file(RESULTS, "sft_train"),
+        heldout=layout.posttrain_file(RESULTS, "sft_heldout"),
     output:
-        model=f"{RESULTS}/sft/model.safetensors",
-        config=f"{RESULTS}/sft/config.json",
-        tokenizer=f"{RESULTS}/sft/tokenizer.json",
-        metrics=f"{RESULTS}/sft/metrics.jsonl",
-        stats=f"{RESULTS}/sft/stats.json",
+        **model_outputs("sft"),
+        metrics=layout.metrics_file(RESULTS, "sft"),
+        stats=layout.training_stats_file(RESULTS, "sft"),
     params:
         cfg=section("sft"),
-        code=code_version(*MODEL_CODE, "posttrain/sft.py", "posttrain/chat.py", "posttrain/data.py",
-                          "eval/chat_eval.py", "eval/generate.py", "train/pretrain.py"),
+        code=stage_code("sft"),
         base=lambda wc, input: Path(input.base[0]).parent,
         out=lambda wc, output: Path(output.model).parent,
     log:
@@ -66,26 +60,22 @@ rule sft:
         " --metrics {output.metrics:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 
-# Preference optimisation, then RL: results/sft -> dpo -> rl. The code both read (besides their own module).
-ALIGN_CODE = [*MODEL_CODE, "posttrain/chat.py", "posttrain/data.py", "posttrain/logprobs.py",
-              "posttrain/rewards.py", "posttrain/sft.py", "eval/chat_eval.py", "eval/generate.py", "train/pretrain.py"]
+# Preference optimisation, then RL: results/sft -> dpo -> rl.
 
 
 rule dpo:
     """DPO of the SFT model against itself frozen (reference log-probs computed once)."""
     input:
-        model=[f"{RESULTS}/sft/{name}" for name in MODEL_FILES],
-        train=f"{RESULTS}/posttrain_data/dpo_train.jsonl",
-        heldout=f"{RESULTS}/posttrain_data/dpo_heldout.jsonl",
+        model=layout.model_files(RESULTS, "sft"),
+        train=layout.posttrain_file(RESULTS, "dpo_train"),
+        heldout=layout.posttrain_file(RESULTS, "dpo_heldout"),
     output:
-        model=f"{RESULTS}/dpo/model.safetensors",
-        config=f"{RESULTS}/dpo/config.json",
-        tokenizer=f"{RESULTS}/dpo/tokenizer.json",
-        metrics=f"{RESULTS}/dpo/metrics.jsonl",
-        stats=f"{RESULTS}/dpo/stats.json",
+        **model_outputs("dpo"),
+        metrics=layout.metrics_file(RESULTS, "dpo"),
+        stats=layout.training_stats_file(RESULTS, "dpo"),
     params:
         cfg=section("dpo"),
-        code=code_version(*ALIGN_CODE, "posttrain/dpo.py"),
+        code=stage_code("dpo"),
         base=lambda wc, input: Path(input.model[0]).parent,
         out=lambda wc, output: Path(output.model).parent,
     log:
@@ -106,18 +96,16 @@ rule dpo:
 rule rl:
     """GRPO-style RL of the DPO model on arithmetic problems with a verifiable reward."""
     input:
-        model=[f"{RESULTS}/dpo/{name}" for name in MODEL_FILES],
-        train=f"{RESULTS}/posttrain_data/rl_train.jsonl",
-        test=f"{RESULTS}/posttrain_data/rl_test.jsonl",
+        model=layout.model_files(RESULTS, "dpo"),
+        train=layout.posttrain_file(RESULTS, "rl_train"),
+        test=layout.posttrain_file(RESULTS, "rl_test"),
     output:
-        model=f"{RESULTS}/rl/model.safetensors",
-        config=f"{RESULTS}/rl/config.json",
-        tokenizer=f"{RESULTS}/rl/tokenizer.json",
-        metrics=f"{RESULTS}/rl/metrics.jsonl",
-        stats=f"{RESULTS}/rl/stats.json",
+        **model_outputs("rl"),
+        metrics=layout.metrics_file(RESULTS, "rl"),
+        stats=layout.training_stats_file(RESULTS, "rl"),
     params:
         cfg=section("rl"),
-        code=code_version(*ALIGN_CODE, "posttrain/rl.py"),
+        code=stage_code("rl"),
         base=lambda wc, input: Path(input.model[0]).parent,
         out=lambda wc, output: Path(output.model).parent,
     log:

@@ -3,32 +3,25 @@
 # Benchmark files are read from results/benchmarks/ but are not inputs: Snakemake cannot
 # depend on them, and they only change when a rule reruns, which changes an input here too.
 
-REPORT_FILTER_STAGES = ["url_filter", "extract", "quality", "dedup"]
-REPORT_MODELS = ["pretrain", "sft", "dpo", "rl"]
-
-
 # Every file `llmpipe report` reads, by kind (the run's stats, examples, metrics).
-REPORT_SPLITS = ["train", "val", "test"]
 REPORT_INPUTS = {
-    "toyweb": [f"{RESULTS}/toyweb/stats.json", f"{RESULTS}/toyweb/truth.parquet"]
+    "toyweb": [layout.toyweb_stats_file(RESULTS), layout.toyweb_truth_file(RESULTS)]
     if config["input"]["source"] == "toyweb"
     else [],
-    "stats": expand(
-        f"{RESULTS}/{{stage}}/stats/{{shard}}.json",
-        stage=["ingest", *REPORT_FILTER_STAGES, "split"],
-        shard=SHARDS,
-    ),
-    "rejects": expand(f"{RESULTS}/{{stage}}/rejects/{{shard}}.parquet", stage=REPORT_FILTER_STAGES, shard=SHARDS),
-    "docs": expand(f"{RESULTS}/{{stage}}/docs/{{shard}}.parquet", stage=REPORT_FILTER_STAGES, shard=SHARDS),
-    "corpus": expand(f"{RESULTS}/split/{{split}}/{{shard}}.parquet", split=REPORT_SPLITS, shard=SHARDS),
-    "clusters": [f"{RESULTS}/dedup/clusters.parquet", f"{RESULTS}/dedup/clusters.stats.json"],
-    "tokenizer": [f"{RESULTS}/tokenizer/tokenizer.json", f"{RESULTS}/tokenizer/stats.json"],
-    "tokens": expand(f"{RESULTS}/tokens/{{split}}/{{shard}}.json", split=REPORT_SPLITS, shard=SHARDS),
-    "pack": expand(f"{RESULTS}/pack/{{split}}/header.json", split=REPORT_SPLITS),
-    "training": expand(
-        f"{RESULTS}/{{model}}/{{name}}", model=REPORT_MODELS, name=["metrics.jsonl", "stats.json"]
-    ),
-    "evaluate": expand(f"{RESULTS}/evaluate/{{model}}.json", model=REPORT_MODELS),
+    "stats": [layout.shard_file(RESULTS, stage, "stats", shard) for stage in FUNNEL_STAGES for shard in SHARDS],
+    "rejects": [layout.shard_file(RESULTS, stage, "rejects", shard) for stage in FILTER_STAGES for shard in SHARDS],
+    "docs": [layout.shard_file(RESULTS, stage, "docs", shard) for stage in FILTER_STAGES for shard in SHARDS],
+    "corpus": [layout.split_file(RESULTS, split, shard) for split in SPLITS for shard in SHARDS],
+    "clusters": [layout.clusters_file(RESULTS), layout.clusters_stats_file(RESULTS)],
+    "tokenizer": [layout.tokenizer_file(RESULTS), layout.tokenizer_stats_file(RESULTS)],
+    "tokens": [layout.tokens_file(RESULTS, split, shard, "header") for split in SPLITS for shard in SHARDS],
+    "pack": [layout.packed_file(RESULTS, split, "header.json") for split in SPLITS],
+    "training": [
+        path
+        for stage in MODEL_STAGES
+        for path in (layout.metrics_file(RESULTS, stage), layout.training_stats_file(RESULTS, stage))
+    ],
+    "evaluate": [layout.evaluation_file(RESULTS, stage) for stage in MODEL_STAGES],
 }
 
 
@@ -37,14 +30,14 @@ rule report:
         **REPORT_INPUTS,
     output:
         html=report(
-            f"{RESULTS}/report.html",
+            layout.report_file(RESULTS),
             caption="../report/report.rst",
             category="Report",
         ),
     params:
         cfg=section("report"),
         run_config=canonical_json(config),
-        code=code_version("report/*.py", "report/*.j2"),
+        code=stage_code("report"),
         results=lambda wc, output: Path(output.html).parent,
         benchmarks=lambda wc, output: Path(output.html).parent / "benchmarks",
     log:

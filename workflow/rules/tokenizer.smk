@@ -1,22 +1,19 @@
 # The tokenizer half of the DAG: train split -> BPE tokenizer -> token shards -> packed rows.
 # One tokenize job per split shard; one pack job per split.
 
-TOKENIZER_CODE = ["tokenizer/bpe.py", "tokenizer/arrow.py", "_bpe"]
-
-
 rule tokenizer:
     input:
-        train=expand(f"{RESULTS}/split/train/{{shard}}.parquet", shard=SHARDS),
-        val=expand(f"{RESULTS}/split/val/{{shard}}.parquet", shard=SHARDS),
+        train=[layout.split_file(RESULTS, "train", shard) for shard in SHARDS],
+        val=[layout.split_file(RESULTS, "val", shard) for shard in SHARDS],
     output:
-        tokenizer=f"{RESULTS}/tokenizer/tokenizer.json",
+        tokenizer=layout.tokenizer_file(RESULTS),
         hf=f"{RESULTS}/tokenizer/hf/tokenizer.json",
         hf_config=f"{RESULTS}/tokenizer/hf/tokenizer_config.json",
         hf_special=f"{RESULTS}/tokenizer/hf/special_tokens_map.json",
-        stats=report(f"{RESULTS}/tokenizer/stats.json", caption="../report/tokenizer_stats.rst", category="Tokenizer"),
+        stats=report(layout.tokenizer_stats_file(RESULTS), caption="../report/tokenizer_stats.rst", category="Tokenizer"),
     params:
         cfg=section("tokenizer"),
-        code=code_version("tokenizer/train.py", "tokenizer/hf.py", *TOKENIZER_CODE),
+        code=stage_code("tokenizer"),
     log:
         log_path("tokenizer", "tokenizer"),
     benchmark:
@@ -32,14 +29,12 @@ rule tokenizer:
 
 rule tokenize:
     input:
-        docs=f"{RESULTS}/split/{{split}}/{{shard}}.parquet",
+        docs=layout.split_file(RESULTS, "{split}", "{shard}"),
         tokenizer=rules.tokenizer.output.tokenizer,
     output:
-        tokens=f"{RESULTS}/tokens/{{split}}/{{shard}}.bin",
-        offsets=f"{RESULTS}/tokens/{{split}}/{{shard}}.idx.npy",
-        header=f"{RESULTS}/tokens/{{split}}/{{shard}}.json",
+        **{kind: layout.tokens_file(RESULTS, "{split}", "{shard}", kind) for kind in layout.TOKEN_SUFFIXES},
     params:
-        code=code_version("tokenizer/tokenize.py", *TOKENIZER_CODE),
+        code=stage_code("tokenize"),
     log:
         log_path("tokenize", "{split}/{shard}"),
     benchmark:
@@ -57,12 +52,10 @@ rule pack:
         headers=lambda wc: expand(rules.tokenize.output.header, split=wc.split, shard=SHARDS),
         tokens=lambda wc: expand(rules.tokenize.output.tokens, split=wc.split, shard=SHARDS),
     output:
-        tokens=f"{RESULTS}/pack/{{split}}/tokens.bin",
-        segments=f"{RESULTS}/pack/{{split}}/segments.bin",
-        header=f"{RESULTS}/pack/{{split}}/header.json",
+        **packed_outputs("{split}"),
     params:
         cfg=section("pack"),
-        code=code_version("tokenizer/pack.py"),
+        code=stage_code("pack"),
     log:
         log_path("pack", "{split}"),
     benchmark:

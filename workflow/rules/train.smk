@@ -6,17 +6,15 @@ rule pretrain:
     input:
         train=packed("train"),
         val=packed("val"),
-        tokenizer=f"{RESULTS}/tokenizer/tokenizer.json",
+        tokenizer=layout.tokenizer_file(RESULTS),
     output:
-        model=f"{RESULTS}/pretrain/model.safetensors",
-        config=f"{RESULTS}/pretrain/config.json",
-        tokenizer=f"{RESULTS}/pretrain/tokenizer.json",
-        metrics=report(f"{RESULTS}/pretrain/metrics.jsonl", caption="../report/pretrain_metrics.rst", category="Training"),
-        stats=f"{RESULTS}/pretrain/stats.json",
+        **model_outputs("pretrain"),
+        metrics=report(layout.metrics_file(RESULTS, "pretrain"), caption="../report/pretrain_metrics.rst", category="Training"),
+        stats=layout.training_stats_file(RESULTS, "pretrain"),
     params:
         cfg=section("pretrain"),
         model=section("model"),
-        code=code_version(*MODEL_CODE, "train/pretrain.py", "eval/evaluate.py"),
+        code=stage_code("pretrain"),
         launcher=pretrain_launcher(),
         train=lambda wc, input: Path(input.train[0]).parent,
         val=lambda wc, input: Path(input.val[0]).parent,
@@ -40,18 +38,17 @@ rule pretrain:
 rule evaluate:
     """The same evaluation for every stage's model: results/<stage>/ -> results/evaluate/<stage>.json."""
     input:
-        model=[f"{RESULTS}/{{model}}/{name}" for name in MODEL_FILES],
+        model=layout.model_files(RESULTS, "{model}"),
         val=packed("val"),
         test=packed("test"),
     output:
-        metrics=report(f"{RESULTS}/evaluate/{{model}}.json", caption="../report/evaluate.rst", category="Evaluation", labels={"model": "{model}"}),
+        metrics=report(layout.evaluation_file(RESULTS, "{model}"), caption="../report/evaluate.rst", category="Evaluation", labels={"model": "{model}"}),
         stats=f"{RESULTS}/evaluate/stats/{{model}}.json",
     wildcard_constraints:
-        model=r"pretrain|sft|dpo|rl",
+        model="|".join(MODEL_STAGES),
     params:
         cfg=section("evaluate"),
-        code=code_version(*MODEL_CODE, "eval/evaluate.py", "eval/generate.py", "eval/chat_eval.py",
-                          "posttrain/chat.py", "posttrain/data.py", "posttrain/rewards.py", "data/world.py"),
+        code=stage_code("evaluate"),
         model=lambda wc, input: Path(input.model[0]).parent,
         val=lambda wc, input: Path(input.val[0]).parent,
         test=lambda wc, input: Path(input.test[0]).parent,
