@@ -1,15 +1,97 @@
-"""Shared fixtures: a private copy of the workflow in tmp_path, run with real Snakemake."""
+"""Shared fixtures: tiny models and model directories over a byte tokenizer, a pretraining run
+launched as the rule launches it, and a private copy of the workflow run with real Snakemake."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from llmpipe.config import load_config
+from llmpipe.model.directory import save_model_dir
+from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.tokenizer import Tokenizer
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+def make_byte_tokenizer() -> Tokenizer:
+    """256 byte tokens and the special tokens, no merges: any text, no training."""
+    return Tokenizer([bytes([i]) for i in range(256)])
+
+
+def make_tiny_model(seed: int = 0, **overrides) -> GPT:
+    """A random 1-layer GPT (seeded), in eval mode; ``overrides`` are GPTConfig fields."""
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=make_byte_tokenizer().vocab_size, context_length=64, n_layer=1, n_head=2, n_kv_head=2,
+               n_embd=32)
+    return GPT(GPTConfig(**{**cfg, **overrides})).eval()
+
+
+@pytest.fixture(scope="session")
+def byte_tokenizer() -> Tokenizer:
+    return make_byte_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., GPT]:
+    """``tiny_model(seed=0, **config)``: a fresh random tiny GPT."""
+    return make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Callable[..., Path]:
+    """``tiny_model_dir(seed=0, **config)``: a tiny GPT over the byte tokenizer saved as a model
+    directory (what every stage loads), in a fresh directory."""
+
+    def make(seed: int = 0, **overrides) -> Path:
+        root = tmp_path_factory.mktemp("model_dir")
+        tokenizer = make_byte_tokenizer()
+        tokenizer.save(root / "tokenizer.json")
+        model = make_tiny_model(seed, **{"context_length": 192, **overrides})
+        save_model_dir(root / "model", model, root / "tokenizer.json")
+        return root / "model"
+
+    return make
+
+
+def write_jsonl_lines(path: Path, rows: list) -> Path:
+    """Rows as JSONL; a str row is written as it is (to plant malformed lines)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def pretrain_settings(**overrides) -> dict:
+    """The schema's defaults (the real config path), made small and CPU-only for a test."""
+    config = load_config(REPO / "config.yaml")
+    params = {**config["pretrain"], "device": "cpu", "batch_size": 8, "tokens_per_step": 512,
+              "max_steps": 40, "warmup_steps": 5, "eval_every": 20, "eval_sequences": 24,
+              "checkpoint_every": 10, **overrides}
+    model = {**config["model"], "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64}
+    return {"params": params, "model": model}
+
+
+def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, val: str = "val") -> list[str]:
+    """``llmpipe pretrain`` on ``packed/{train,val}`` as the rule runs it (``launcher``: e.g. torchrun)."""
+    launcher = launcher or [sys.executable, "-m", "llmpipe.cli"]
+    return [
+        *launcher, "pretrain", "--params", json.dumps(cfg["params"]), "--model-params", json.dumps(cfg["model"]),
+        "--train", str(packed / "train"), "--val", str(packed / val), "--tokenizer", str(packed / "tokenizer.json"),
+        "--output", str(out), "--stats", str(out / "stats.json"),
+    ]
+
+
+def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None, val: str = "val") -> str:
+    proc = subprocess.run(pretrain_cmd(packed, out, cfg, launcher, val), capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
 
 
 class WorkflowCopy:

@@ -17,18 +17,13 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer([bytes([i]) for i in range(256)])
+def tok(byte_tokenizer) -> Tokenizer:
+    return byte_tokenizer
 
 
 @pytest.fixture(scope="module")
-def model_dir(tok, tmp_path_factory):
-    root = tmp_path_factory.mktemp("chat")
-    tok.save(root / "tokenizer.json")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    save_model_dir(root / "model", model, root / "tokenizer.json")
-    return root / "model"
+def model_dir(tiny_model_dir):
+    return tiny_model_dir(context_length=64)
 
 
 def chat(model_dir, stdin: str, *args: str) -> subprocess.CompletedProcess:

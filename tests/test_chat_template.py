@@ -8,8 +8,8 @@ from llmpipe.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer([bytes([i]) for i in range(256)])
+def tok(byte_tokenizer) -> Tokenizer:
+    return byte_tokenizer
 
 
 def test_layout_and_mask_cover_only_assistant_content_and_its_end(tok):

@@ -15,23 +15,9 @@ from llmpipe.tasks.formats import DataFormatError
 from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
 from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
 from llmpipe.tokenizer import Tokenizer
-from llmpipe.train import checkpoint, runtime as rt
-
-
-def tiny_model_dir(root: Path, seed: int = 0) -> Path:
-    """A random 1-layer model over a byte tokenizer with the chat special tokens, saved as a model dir."""
-    tok = Tokenizer([bytes([i]) for i in range(256)])
-    tok.save(root / "tokenizer.json")
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=192, n_layer=1, n_head=2, n_kv_head=2, n_embd=32))
-    out = root / "base"
-    checkpoint.save_model_dir(out, model, root / "tokenizer.json")
-    return out
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
+from llmpipe.model.directory import load_model
+from llmpipe.train import runtime as rt
+from tests.conftest import write_jsonl_lines
 
 
 def test_sigmoid_loss_and_rewards_on_known_log_probs():
@@ -59,9 +45,9 @@ def test_a_tie_counts_half_so_the_reference_scores_chance():
     assert reward_metrics(same, same - 1, same, same - 1, beta=0.1)["reward_accuracy"] == 0.5
 
 
-def test_one_step_raises_chosen_relative_to_rejected():
+def test_one_step_raises_chosen_relative_to_rejected(tiny_model):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=32, context_length=16, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    model = tiny_model(vocab_size=32, context_length=16, n_embd=16)
     runtime = rt.start("cpu", "float32")
     prompt, chosen, rejected = [1, 2, 3], [4, 5, 6], [7, 8, 9]
     pairs = [(prompt, chosen), (prompt, rejected)]
@@ -75,9 +61,9 @@ def test_one_step_raises_chosen_relative_to_rejected():
     assert (after[0] - after[1]) > (ref[0] - ref[1])
 
 
-def test_reference_scores_only_the_pairs_training_uses():
+def test_reference_scores_only_the_pairs_training_uses(tiny_model):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=32, context_length=16, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    model = tiny_model(vocab_size=32, context_length=16, n_embd=16)
     runtime = rt.start("cpu", "float32")
     pairs = [PreferencePair([1, i], [4, i], [7, 8, i]) for i in range(1, 5)]
     chosen, rejected = reference_scores(model, pairs, torch.tensor([1, 3]), 0, 2, runtime)
@@ -102,15 +88,15 @@ PAIRS = [
 ]
 
 
-def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path):
-    base = tiny_model_dir(tmp_path)
-    train, heldout = write_jsonl(tmp_path / "dpo_train.jsonl", PAIRS), write_jsonl(tmp_path / "dpo_heldout.jsonl", PAIRS[1:])
+def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
+    train, heldout = write_jsonl_lines(tmp_path / "dpo_train.jsonl", PAIRS), write_jsonl_lines(tmp_path / "dpo_heldout.jsonl", PAIRS[1:])
     params = {"epochs": 2, "batch_size": 2, "lr": 1.0e-3, "eval_every": 1, "eval_fact_questions": 2,
               "eval_max_new_tokens": 4, "device": "cpu"}
     out = tmp_path / "dpo"
     main(["dpo", "--params", json.dumps(params), "--base", str(base), "--train", str(train),
           "--heldout", str(heldout), "--output", str(out), "--stats", str(tmp_path / "stats.json")])
-    model = checkpoint.load_model(out)
+    model = load_model(out)
     assert model.config.n_layer == 1
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -122,9 +108,9 @@ def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path):
     assert read_json(out / "config.json")["stage"] == "dpo"
 
 
-def test_malformed_preference_file_names_file_and_line(tmp_path):
-    base = tiny_model_dir(tmp_path)
-    bad = write_jsonl(tmp_path / "dpo_train.jsonl", [PAIRS[0], {"prompt": "x", "chosen": "y"}])
+def test_malformed_preference_file_names_file_and_line(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
+    bad = write_jsonl_lines(tmp_path / "dpo_train.jsonl", [PAIRS[0], {"prompt": "x", "chosen": "y"}])
     with pytest.raises(DataFormatError, match=r"dpo_train.jsonl:2: missing key\(s\) \['rejected'\]"):
         main(["dpo", "--params", "{}", "--base", str(base), "--train", str(bad), "--heldout", str(bad),
               "--output", str(tmp_path / "dpo"), "--stats", str(tmp_path / "stats.json")])

@@ -10,15 +10,15 @@ import torch
 
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.model.directory import load_model, save_model_dir
+from tests.conftest import make_tiny_model
 
 transformers = pytest.importorskip("transformers")  # in the test extras: pip install -e .[test]
 
 
 def trained_looking_model(**overrides) -> GPT:
     """A small model with every weight, norm gains included, away from its init values."""
-    torch.manual_seed(0)
-    cfg = dict(vocab_size=301, context_length=48, n_layer=2, n_head=4, n_kv_head=4, n_embd=64, rope_theta=500.0)
-    model = GPT(GPTConfig(**{**cfg, **overrides})).eval()
+    model = make_tiny_model(**{"vocab_size": 301, "context_length": 48, "n_layer": 2, "n_head": 4, "n_kv_head": 4,
+                               "n_embd": 64, "rope_theta": 500.0, **overrides})
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)

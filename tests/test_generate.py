@@ -16,15 +16,13 @@ from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.model.directory import load_model
 from llmpipe.train.data import PackedData
 from llmpipe.train.runtime import start
-from tests.test_pretrain import run_pretrain, settings
+from tests.conftest import make_tiny_model, pretrain_settings, run_pretrain
 
 PROMPTS = [[1, 5, 7, 9, 3], [1, 2], [1, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4]]
 
 
 def model(**overrides) -> GPT:
-    torch.manual_seed(0)
-    cfg = dict(vocab_size=211, context_length=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
-    return GPT(GPTConfig(**{**cfg, **overrides})).eval()
+    return make_tiny_model(**{"vocab_size": 211, "n_layer": 2, "n_head": 4, "n_embd": 64, **overrides})
 
 
 def test_cached_and_uncached_greedy_decoding_give_identical_tokens():
@@ -109,7 +107,7 @@ def test_evaluation_scores_a_trained_model_above_chance(tmp_path):
             "eos_id": tokenizer.eos_id, "pad_id": tokenizer.pad_id, "method": "concat",
         }))
     out = tmp_path / "model"
-    cfg = settings(max_steps=120, eval_every=120, lr=1e-2)
+    cfg = pretrain_settings(max_steps=120, eval_every=120, lr=1e-2)
     run_pretrain(tmp_path, out, cfg)
     model, runtime = load_model(out), start("cpu")
 

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from llmpipe.model.gpt import GPT, PRESETS, GPTConfig
+from tests.conftest import make_tiny_model
 
 
 def small_model(**overrides) -> GPT:
-    torch.manual_seed(0)
-    cfg = dict(vocab_size=97, context_length=32, n_layer=2, n_head=4, n_kv_head=4, n_embd=32)
-    return GPT(GPTConfig(**{**cfg, **overrides})).eval()
+    return make_tiny_model(**{"vocab_size": 97, "context_length": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 4,
+                              **overrides})
 
 
 def test_future_tokens_do_not_change_past_logits():

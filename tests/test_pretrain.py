@@ -23,7 +23,7 @@ from llmpipe.model.directory import load_model
 from llmpipe.train.data import PackedData, PackedDataError, TrainOrder, target_counts
 from llmpipe.train.data import unigram_entropy as counts_entropy
 from llmpipe.train.schedule import lr_at
-from tests.conftest import REPO
+from tests.conftest import REPO, pretrain_cmd, pretrain_settings, run_pretrain
 
 CONTEXT, VOCAB, BOS, PAD = 32, 128, 1, 0
 
@@ -66,32 +66,6 @@ def packed(tmp_path_factory) -> Path:
     write_packed(root / "noise", 24, seed=2, noise=True)
     (root / "tokenizer.json").write_text("{}")  # copied into the model dir, never parsed here
     return root
-
-
-def settings(**overrides) -> dict:
-    """The schema's defaults (the real config path), made small and CPU-only for a test."""
-    config = load_config(REPO / "config.yaml")
-    params = {**config["pretrain"], "device": "cpu", "batch_size": 8, "tokens_per_step": 512,
-              "max_steps": 40, "warmup_steps": 5, "eval_every": 20, "eval_sequences": 24,
-              "checkpoint_every": 10, **overrides}
-    model = {**config["model"], "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64}
-    return {"params": params, "model": model}
-
-
-def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, val: str = "val") -> list[str]:
-    launcher = launcher or [sys.executable, "-m", "llmpipe.cli"]
-    return [
-        *launcher, "pretrain", "--params", json.dumps(cfg["params"]), "--model-params", json.dumps(cfg["model"]),
-        "--train", str(packed / "train"), "--val", str(packed / val), "--tokenizer", str(packed / "tokenizer.json"),
-        "--output", str(out), "--stats", str(out / "stats.json"),
-    ]
-
-
-def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None, val: str = "val") -> str:
-    cmd = pretrain_cmd(packed, out, cfg, launcher, val)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
 
 
 def metrics(out: Path) -> list[dict]:
@@ -161,7 +135,7 @@ def test_unigram_entropy_counts_the_loss_targets_in_chunks(packed):
 
 def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed, tmp_path):
     out = tmp_path / "model"
-    run_pretrain(packed, out, settings(max_steps=60))
+    run_pretrain(packed, out, pretrain_settings(max_steps=60))
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 61))
     assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(rows[0])
@@ -178,7 +152,7 @@ def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed
 def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path, val, keep, kill_at):
     """keep=best on noise validation: the best weights (step 20) are written before the kill
     (after step 65) and must be the ones the resumed run puts in the model directory."""
-    cfg = settings(max_steps=120, eval_every=60 if keep == "last" else 20, keep=keep)
+    cfg = pretrain_settings(max_steps=120, eval_every=60 if keep == "last" else 20, keep=keep)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     run_pretrain(packed, reference, cfg, val=val)
 
@@ -209,7 +183,7 @@ def test_early_stopping_model_dir_holds_the_kept_weights(packed, tmp_path, keep)
     """Validation on unlearnable noise is best early and worsens as the model grows confident
     on train, so early stopping triggers; auto keeps the best weights, last the last ones."""
     out = tmp_path / "model"
-    run_pretrain(packed, out, settings(max_steps=60, eval_every=5, early_stopping_patience=2, keep=keep), val="noise")
+    run_pretrain(packed, out, pretrain_settings(max_steps=60, eval_every=5, early_stopping_patience=2, keep=keep), val="noise")
     stats = json.loads((out / "stats.json").read_text())["extra"]
     evals = [r for r in metrics(out) if "val_loss" in r]
     best = min(evals, key=lambda r: r["val_loss"])
@@ -228,14 +202,14 @@ def test_early_stopping_model_dir_holds_the_kept_weights(packed, tmp_path, keep)
 
 def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):
     out = tmp_path / "model"
-    run_pretrain(packed, out, settings(max_steps=10))
-    log = run_pretrain(packed, out, settings(max_steps=12))
+    run_pretrain(packed, out, pretrain_settings(max_steps=10))
+    log = run_pretrain(packed, out, pretrain_settings(max_steps=12))
     assert "starting fresh" in log and "resumed" not in log
     assert [r["step"] for r in metrics(out)] == list(range(1, 13))
 
 
 def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path):
-    cfg = settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256)
+    cfg = pretrain_settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256)
     run_pretrain(packed, tmp_path / "single", cfg)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llmpipe.cli"]
     run_pretrain(packed, tmp_path / "ddp", cfg, launcher=torchrun, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -10,8 +10,8 @@ from llmpipe.cli import main
 from llmpipe.io import read_json
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.posttrain.rl import group_advantages, grpo_loss, pass_at_k
-from llmpipe.train import checkpoint
-from tests.test_dpo import tiny_model_dir, write_jsonl
+from llmpipe.model.directory import load_model
+from tests.conftest import write_jsonl_lines
 
 
 def test_equal_rewards_give_zero_advantage_and_count_as_zero_spread():
@@ -64,8 +64,8 @@ PROBLEMS = [
 
 
 def run_rl(tmp_path, base, name: str, **overrides) -> tuple[list[dict], dict]:
-    train = write_jsonl(tmp_path / "rl_train.jsonl", PROBLEMS)
-    test = write_jsonl(tmp_path / "rl_test.jsonl", PROBLEMS[:2])
+    train = write_jsonl_lines(tmp_path / "rl_train.jsonl", PROBLEMS)
+    test = write_jsonl_lines(tmp_path / "rl_test.jsonl", PROBLEMS[:2])
     params = {"steps": 2, "prompts_per_step": 2, "group_size": 3, "max_new_tokens": 6, "eval_pass_k": 2,
               "eval_every": 1, "lr": 1.0e-3, "kl_coef": 0.05, "device": "cpu", **overrides}
     out = tmp_path / name
@@ -75,10 +75,10 @@ def run_rl(tmp_path, base, name: str, **overrides) -> tuple[list[dict], dict]:
     return rows, read_json(tmp_path / f"{name}.json")["extra"]
 
 
-def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_path):
-    base = tiny_model_dir(tmp_path)
+def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
     rows, extra = run_rl(tmp_path, base, "rl")
-    model = checkpoint.load_model(tmp_path / "rl")
+    model = load_model(tmp_path / "rl")
     assert read_json(tmp_path / "rl" / "config.json")["stage"] == "rl"
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "completion_length", "clip_fraction", "zero_spread_fraction", "entropy", "kl",
@@ -88,13 +88,13 @@ def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_pat
     again, _ = run_rl(tmp_path, base, "rl_again")
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-    other = checkpoint.load_model(tmp_path / "rl_again")
+    other = load_model(tmp_path / "rl_again")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
 
 
-def test_malformed_problem_file_names_file_and_line(tmp_path):
-    base = tiny_model_dir(tmp_path)
-    write_jsonl(tmp_path / "rl_train.jsonl", [PROBLEMS[0], {"prompt": "How many?", "answer": "ten"}])
+def test_malformed_problem_file_names_file_and_line(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
+    write_jsonl_lines(tmp_path / "rl_train.jsonl", [PROBLEMS[0], {"prompt": "How many?", "answer": "ten"}])
     with pytest.raises(DataFormatError, match=r"rl_train.jsonl:2: 'answer' 'ten' is not a number"):
         main(["rl", "--params", "{}", "--base", str(base), "--train", str(tmp_path / "rl_train.jsonl"),
               "--test", str(tmp_path / "rl_train.jsonl"), "--output", str(tmp_path / "rl"),

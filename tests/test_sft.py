@@ -20,13 +20,14 @@ CONTEXT = 96
 
 
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer([bytes([i]) for i in range(256)])
+def tok(byte_tokenizer) -> Tokenizer:
+    return byte_tokenizer
 
 
-def tiny_model(tok, seed=0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, n_layer=2, n_head=2, n_kv_head=2, n_embd=32))
+@pytest.fixture(scope="module")
+def model_of(tiny_model):
+    """The tiny 2-layer GPT these tests train (seeded, in train mode)."""
+    return lambda: tiny_model(n_layer=2, context_length=CONTEXT).train()
 
 
 CONVERSATIONS = [
@@ -57,8 +58,8 @@ def test_too_long_conversations_are_skipped_and_counted(tok):
     assert len(examples) == 3 and skipped["too_long"] == 1
 
 
-def test_an_examples_loss_is_the_same_alone_and_packed(tok):
-    model = tiny_model(tok).eval()
+def test_an_examples_loss_is_the_same_alone_and_packed(tok, model_of):
+    model = model_of().eval()
     runtime = rt.Runtime(torch.device("cpu"), torch.float32)
     examples, _ = sft.to_examples(tok, CONVERSATIONS, CONTEXT)
     packed = sft.pack(examples, CONTEXT, tok.pad_id)
@@ -79,10 +80,10 @@ def test_packing_keeps_examples_whole_and_fills_rows(tok):
     assert len(rows) == -(-sum(len(ex.inputs) for ex in examples) // CONTEXT)  # no wasted row here
 
 
-def test_sft_stage_lowers_the_masked_loss_and_writes_a_model_dir(tok, tmp_path):
+def test_sft_stage_lowers_the_masked_loss_and_writes_a_model_dir(tok, model_of, tmp_path):
     base = tmp_path / "base"
     tok.save(tmp_path / "tokenizer.json")
-    save_model_dir(base, tiny_model(tok), tmp_path / "tokenizer.json", meta={"stage": "pretrain"})
+    save_model_dir(base, model_of(), tmp_path / "tokenizer.json", meta={"stage": "pretrain"})
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(c) + "\n" for c in CONVERSATIONS * 8))
     params = {"epochs": 6, "batch_size": 2, "lr": 3.0e-3, "warmup_steps": 2, "eval_every": 1000,
@@ -106,13 +107,13 @@ def test_sft_stage_lowers_the_masked_loss_and_writes_a_model_dir(tok, tmp_path):
     assert config_json["stage"] == "sft" and config_json["base_model"] == str(base)
 
 
-def test_sft_is_deterministic_on_cpu(tok, tmp_path):
+def test_sft_is_deterministic_on_cpu(tok, model_of, tmp_path):
     runtime = rt.Runtime(torch.device("cpu"), torch.float32)
     examples, _ = sft.to_examples(tok, CONVERSATIONS * 4, CONTEXT)
     rows = sft.pack(examples, CONTEXT, tok.pad_id)
     losses = []
     for _ in range(2):
-        model = tiny_model(tok)
+        model = model_of()
         opt = model.optimizer(1e-3, 0.0, (0.9, 0.95))
         for index in batch_order(len(rows), 1, 3, seed=5):
             batch = rows.select(index)

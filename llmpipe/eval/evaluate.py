@@ -15,12 +15,13 @@ import torch.nn.functional as F
 
 from llmpipe.config import stage_params
 from llmpipe.tasks.chat_eval import chat_metrics
-from llmpipe.model.generate import Sampling, generate
+from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.io import write_json
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
 from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, target_counts, unigram_entropy
+from llmpipe.train.logprobs import summed_logprobs
 from llmpipe.train.loss import token_nats
 
 
@@ -59,29 +60,6 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     return [tokenizer.bos_id, *tokenizer.encode(text)]
 
 
-@torch.no_grad()
-def continuation_logprobs(
-    model: GPT, pairs: list[tuple[list[int], list[int]]], runtime: rt.Runtime, batch_size: int
-) -> list[float]:
-    """Summed log-probability of each continuation given its prompt."""
-    scores = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        width = max(len(p) + len(c) for p, c in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        targets = torch.full((len(chunk), width), -1, dtype=torch.long)
-        for row, (prompt, cont) in enumerate(chunk):
-            seq = torch.tensor(prompt + cont)
-            ids[row, : len(seq)] = seq
-            targets[row, len(prompt) - 1 : len(seq) - 1] = seq[len(prompt):]
-        with runtime.autocast():
-            logits, _ = model(ids.to(runtime.device))
-        logp = logits.float().log_softmax(-1).cpu()
-        picked = logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
-        scores.extend((picked * (targets >= 0)).sum(-1).tolist())
-    return scores
-
-
 def answer_text(prompt: str, answer: str) -> str:
     return answer if prompt.endswith((" ", "\n")) else " " + answer
 
@@ -101,7 +79,7 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
             pairs.append((prompt_ids(tokenizer, p.prompt), tokenizer.encode(answer_text(p.prompt, option))))
             owners.append((i, option))
     best: dict[int, tuple[float, str]] = {}
-    for (i, option), score in zip(owners, continuation_logprobs(model, pairs, runtime, batch_size)):
+    for (i, option), score in zip(owners, summed_logprobs(model, pairs, tokenizer.pad_id, batch_size, runtime).tolist()):
         if i not in best or score > best[i][0]:
             best[i] = (score, option)
     prompts = [prompt_ids(tokenizer, p.prompt) for p in probes]
@@ -133,10 +111,7 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
 
 def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_size: int) -> list[str]:
     sampling = Sampling(max_new, temperature=0, stop_ids=(tokenizer.eos_id, tokenizer.bos_id))
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        out += generate(model, prompts[start : start + batch_size], sampling, tokenizer.pad_id)
-    return [tokenizer.decode(ids) for ids in out]
+    return [tokenizer.decode(c.tokens) for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size)]
 
 
 def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmpipe import layout
 from llmpipe.io import atomic_path, read_json, write_json
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.tokenizer import Tokenizer
 
 MODEL_FORMAT = "llmpipe-model/1"
-WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+WEIGHTS, CONFIG, TOKENIZER = layout.MODEL_FILES
 
 
 def model_state(model: GPT) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ keeps real tokens from attending to it (RoPE is relative, so the offset changes 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,30 @@ def generate(
         return [[] for _ in prompts]
     rows = torch.stack(out, dim=1).tolist()
     return [[t for t in row if t >= 0 and t not in sampling.stop_ids] for row in rows]
+
+
+@dataclass(frozen=True)
+class Completion:
+    tokens: list[int]  # the new tokens, without the stop token that ended them
+    ended: bool  # stopped at a stop token within its budget (not cut by max_new_tokens or the context)
+
+
+def generate_batched(
+    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int, batch_size: int
+) -> list[Completion]:
+    """``generate`` over ``prompts`` in batches of ``batch_size``, telling which completions ended.
+
+    The engine drops the stop token, so a completion shorter than the steps its batch was given
+    stopped at one. Batch ``k`` samples with seed ``sampling.seed + k * batch_size``: a fixed
+    seed draws the same way however many batches there are before it.
+    """
+    out: list[Completion] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        budget = min(sampling.max_new_tokens, model.config.context_length - max(len(p) for p in chunk))
+        chunk_sampling = dataclasses.replace(sampling, seed=sampling.seed + start)
+        out += [Completion(new, len(new) < budget) for new in generate(model, chunk, chunk_sampling, pad_id)]
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from llmpipe import layout
 from llmpipe.config import stage_params
 from llmpipe.io import public, write_jsonl
 from llmpipe.stats import StageStats
@@ -29,7 +30,7 @@ from llmpipe.tasks.arithmetic import ANSWER_PREFIX, final_line, rl_test_problems
 from llmpipe.tasks.facts import Fact, answer_candidates, answer_sentence, heldout_questions, question, world_facts
 from llmpipe.tasks.formats import read_preferences, read_problems, read_sft
 
-OUTPUT_FILES = ("sft_train", "sft_heldout", "dpo_train", "dpo_heldout", "rl_train", "rl_test")
+OUTPUT_FILES = layout.POSTTRAIN_FILES
 
 
 SYSTEM_PROMPTS = (

@@ -26,27 +26,23 @@ preference training cost the model its answers.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from llmpipe.config import stage_params
-from llmpipe.tasks.chat_eval import arithmetic_metrics, fact_metrics
-from llmpipe.io import atomic_path, read_json
-from llmpipe.tokenizer.chat import as_messages, completion_ids, prompt_ids
-from llmpipe.tasks.facts import heldout_questions
-from llmpipe.tasks.formats import read_preferences
-from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
-from llmpipe.tasks.rewards import parse_final_answer
+from llmpipe.io import public
+from llmpipe.posttrain import trainer
 from llmpipe.stats import StageStats
-from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
+from llmpipe.tasks.chat_eval import arithmetic_metrics
+from llmpipe.tasks.formats import read_preferences
+from llmpipe.tasks.rewards import parse_final_answer
+from llmpipe.tokenizer.chat import as_messages, completion_ids, prompt_ids
+from llmpipe.train import runtime as rt
+from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.train.schedule import batch_order
 
 
 @dataclass(frozen=True)
@@ -168,8 +164,7 @@ def arithmetic_problems_of(rows: list[dict]) -> list[dict]:
 
 def answer_accuracy(model, tokenizer, problems: list[dict], p: dict) -> dict:
     """Greedy chat accuracy on held-out fact questions and on held-out arithmetic pairs."""
-    facts = fact_metrics(model, tokenizer, heldout_questions(p["eval_fact_questions"]),
-                         p["eval_max_new_tokens"], p["eval_batch_size"])
+    facts = trainer.heldout_facts(model, tokenizer, p)
     arithmetic = arithmetic_metrics(model, tokenizer, problems, p["eval_max_new_tokens"], p["eval_batch_size"])
     return {
         "heldout_answer_accuracy": facts.get("accuracy"),
@@ -179,11 +174,8 @@ def answer_accuracy(model, tokenizer, problems: list[dict], p: dict) -> dict:
 
 
 def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
-    runtime = rt.start(p["device"], p["dtype"])
-    torch.manual_seed(p["seed"])
-    base = Path(args.base)
-    model = checkpoint.load_model(base, runtime.device)
-    tokenizer = checkpoint.load_tokenizer(base)
+    base = trainer.load_base(p, args.base)
+    model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
     context, pad_id, bs = model.config.context_length, tokenizer.pad_id, p["eval_batch_size"]
 
     train_rows, heldout_rows = read_preferences(args.train), read_preferences(args.heldout)
@@ -209,17 +201,10 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     problems = arithmetic_problems_of(heldout_rows)
     start_eval = heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime)
     start_answers = answer_accuracy(model, tokenizer, problems, p)
+    optimizer = trainer.make_optimizer(model, p, runtime)
 
-    sched = short_run_schedule(p, steps)
-    optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
-    history, last_eval = [], start_eval
-    model.train()
-    bar = tqdm(total=steps, desc="dpo", unit="step", mininterval=2.0)
-    for step, index in enumerate(order, start=1):
+    def step_fn(step: int, index: torch.Tensor) -> dict:
         t0 = time.perf_counter()
-        lr = lr_at(step - 1, sched)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         chosen = [(train_pairs[i].prompt, train_pairs[i].chosen) for i in index]
         rejected = [(train_pairs[i].prompt, train_pairs[i].rejected) for i in index]
         batch = pair_batch(chosen + rejected, pad_id, context).to(runtime.device)
@@ -233,33 +218,23 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
                               chosen_len, rejected_len).mean()
         nll_chosen = -(policy_chosen / chosen_len).mean()
         loss = preference + p["sft_weight"] * nll_chosen
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        row = {
-            "step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
-            "preference_loss": float(preference.detach()), "nll_chosen": float(nll_chosen.detach()), "lr": lr,
-            "grad_norm": float(grad_norm),
+        grad_norm = trainer.optimizer_step(model, optimizer, loss, p["grad_clip"])
+        return {
+            "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
+            "preference_loss": float(preference.detach()), "nll_chosen": float(nll_chosen.detach()),
+            "grad_norm": grad_norm,
             **reward_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, p["beta"]),
             "pairs_per_s": len(index) / (time.perf_counter() - t0),
         }
-        if step % p["eval_every"] == 0 or step == steps:
-            last_eval = heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime)
-            row.update(last_eval)
-        history.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}")
-    bar.close()
+
+    history, last_eval = trainer.train_steps(
+        model, optimizer, p, order, step_fn, lambda: heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime),
+        "dpo", {"loss": "loss", "acc": "reward_accuracy"},
+    )
     end_answers = answer_accuracy(model, tokenizer, problems, p)
     seconds = time.perf_counter() - start_time
 
-    base_config = read_json(base / checkpoint.CONFIG)
-    meta = {k: v for k, v in base_config.items() if k not in ("format", "model")}
-    checkpoint.save_model_dir(args.output, model, base / checkpoint.TOKENIZER,
-                              meta={**meta, "stage": "dpo", "base_model": str(base)})
-    with atomic_path(args.metrics or Path(args.output) / "metrics.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    trainer.save(args, base, model, "dpo", history)
     stats.extra.update({
         "steps": steps, "epochs": p["epochs"], "pairs_used": len(used), "batch_size": p["batch_size"],
         "beta": p["beta"], "loss": p["loss"], "sft_weight": p["sft_weight"],
@@ -267,26 +242,17 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         "final_loss": history[-1]["loss"],
         **last_eval,
         **{f"{k}_start": v for k, v in start_eval.items()},
-        **{k: v for k, v in end_answers.items() if not k.startswith("_")},
-        **{f"{k}_start": v for k, v in start_answers.items() if not k.startswith("_")},
+        **public(end_answers),
+        **{f"{k}_start": v for k, v in public(start_answers).items()},
         "heldout_examples": end_answers["_examples"], "heldout_examples_start": start_answers["_examples"],
-        "reference_seconds": reference_seconds, "seconds": seconds,
-        "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
+        "reference_seconds": reference_seconds, **trainer.runtime_extra(runtime, seconds),
     })
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--base", required=True, help="model directory to align, also the frozen reference (results/sft)")
-    parser.add_argument("--train", required=True, help="dpo_train.jsonl")
-    parser.add_argument("--heldout", required=True, help="dpo_heldout.jsonl")
-    parser.add_argument("--output", required=True, help="model directory to write")
-    parser.add_argument("--metrics", help="metrics.jsonl (default: OUTPUT/metrics.jsonl)")
-    parser.add_argument("--stats", required=True, help="stats.json to write")
+    trainer.add_arguments(parser, "model directory to align, also the frozen reference (results/sft)",
+                          {"--train": "dpo_train.jsonl", "--heldout": "dpo_heldout.jsonl"})
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    p = stage_params(args.params, args.config, "dpo")
-    stats = StageStats("dpo")
-    train(p, args, stats)
-    stats.write(args.stats)
-    return 0
+    return trainer.run(args, "dpo", train)

@@ -26,22 +26,20 @@ import dataclasses
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from llmpipe.config import stage_params
-from llmpipe.model.generate import Sampling, generate
-from llmpipe.io import atomic_path, read_json
+from llmpipe.io import public
+from llmpipe.model.generate import Sampling, generate_batched
 from llmpipe.model.gpt import GPT
-from llmpipe.tokenizer.chat import END, as_messages, prompt_ids
-from llmpipe.tasks.formats import read_problems
-from llmpipe.train.logprobs import pair_batch, token_logprobs
-from llmpipe.tasks.rewards import Number, parse_final_answer, parse_number, reward
+from llmpipe.posttrain import trainer
 from llmpipe.stats import StageStats
-from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
+from llmpipe.tasks.formats import read_problems
+from llmpipe.tasks.rewards import Number, parse_final_answer, parse_number, reward
+from llmpipe.tokenizer.chat import END, as_messages, prompt_ids
+from llmpipe.train import runtime as rt
+from llmpipe.train.logprobs import pair_batch, token_logprobs
+from llmpipe.train.schedule import batch_order
 
 EXAMPLES = 8  # held-out completions kept in stats.json for the report
 
@@ -79,16 +77,8 @@ class Rollout:
 def sample(model: GPT, tokenizer, prompts: list[list[int]], sampling: Sampling, batch_size: int) -> list[Rollout]:
     """Completions of ``prompts`` (KV-cached, stopping at ``<|end|>``), batched."""
     end = tokenizer.special_tokens[END]
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        # the engine drops the stop token: a row shorter than its step budget stopped at <|end|>
-        budget = min(sampling.max_new_tokens, model.config.context_length - max(len(p) for p in chunk))
-        chunk_sampling = dataclasses.replace(sampling, seed=sampling.seed + start)
-        for new in generate(model, chunk, chunk_sampling, tokenizer.pad_id):
-            ended = len(new) < budget
-            out.append(Rollout(new + [end] if ended else new, tokenizer.decode(new), ended))
-    return out
+    return [Rollout(c.tokens + [end] if c.ended else c.tokens, tokenizer.decode(c.tokens), c.ended)
+            for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size)]
 
 
 def group_advantages(rewards: torch.Tensor, std_normalize: bool, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,10 +152,6 @@ def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict) -> 
     }
 
 
-def public(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith("_")}
-
-
 def rl_step(
     model: GPT, optimizer: torch.optim.Optimizer, tokenizer, problems: list[Problem], p: dict,
     step_seed: int, runtime: rt.Runtime, reference: GPT | None = None,
@@ -201,10 +187,7 @@ def rl_step(
             logp, old_logp, advantages, batch.mask,
             p["clip_eps_low"], p["clip_eps_high"], ref_logp, p["kl_coef"],
         )
-        loss.backward()
-        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norms.append(trainer.optimizer_step(model, optimizer, loss, p["grad_clip"]))
         losses.append(float(loss.detach()))
         clips.append(stats["clip_fraction"])
         kls.append(stats.get("kl", 0.0))
@@ -224,14 +207,9 @@ def rl_step(
 
 
 def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
-    runtime = rt.start(p["device"], p["dtype"])
-    torch.manual_seed(p["seed"])
-    base = Path(args.base)
-    model = checkpoint.load_model(base, runtime.device)
-    tokenizer = checkpoint.load_tokenizer(base)
-    reference = None
-    if p["kl_coef"] > 0:
-        reference = checkpoint.load_model(base, runtime.device).requires_grad_(False)
+    base = trainer.load_base(p, args.base)
+    model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
+    reference = base.load_frozen() if p["kl_coef"] > 0 else None
     context = model.config.context_length
     train_rows, test_rows = read_problems(args.train), read_problems(args.test)
     problems, skipped = encode_problems(tokenizer, train_rows, context, p["max_new_tokens"], str(args.train))
@@ -247,36 +225,21 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     start_time = time.perf_counter()
     start_eval = heldout_metrics(model, tokenizer, test, p)
     print(f"start: {json.dumps(public(start_eval))}", flush=True)
-    sched = short_run_schedule(p, p["steps"])
-    optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
-    history, last_eval = [], start_eval
-    bar = tqdm(total=p["steps"], desc="rl", unit="step", mininterval=2.0)
-    order = batch_order(len(problems), p["prompts_per_step"], p["steps"], p["seed"])
-    for step, index in enumerate(order, start=1):
-        t0 = time.perf_counter()
-        lr = lr_at(step - 1, sched)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    optimizer = trainer.make_optimizer(model, p, runtime)
+
+    def step_fn(step: int, index: torch.Tensor) -> dict:
         batch_problems = [problems[i] for i in index.tolist()]
-        row = {"step": step, "lr": lr}
-        row |= rl_step(model, optimizer, tokenizer, batch_problems, p, p["seed"] * 100_003 + step, runtime, reference)
-        row["seconds"] = time.perf_counter() - t0
-        if step % p["eval_every"] == 0 or step == p["steps"]:
-            last_eval = heldout_metrics(model, tokenizer, test, p)
-            row.update(public(last_eval))
-        history.append(row)
-        bar.update(1)
-        bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}")
-    bar.close()
+        return rl_step(model, optimizer, tokenizer, batch_problems, p, p["seed"] * 100_003 + step, runtime, reference)
+
+    order = batch_order(len(problems), p["prompts_per_step"], p["steps"], p["seed"])
+    history, last_eval = trainer.train_steps(
+        model, optimizer, p, order, step_fn, lambda: heldout_metrics(model, tokenizer, test, p),
+        "rl", {"reward": "reward", "acc": "accuracy"},
+    )
     print(f"end: {json.dumps(public(last_eval))}", flush=True)
     seconds = time.perf_counter() - start_time
 
-    base_config = read_json(base / checkpoint.CONFIG)
-    meta = {k: v for k, v in base_config.items() if k not in ("format", "model")}
-    checkpoint.save_model_dir(args.output, model, base / checkpoint.TOKENIZER,
-                              meta={**meta, "stage": "rl", "base_model": str(base)})
-    with atomic_path(args.metrics or Path(args.output) / "metrics.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    trainer.save(args, base, model, "rl", history)
     tail = history[-max(1, len(history) // 5):]
     head = history[: max(1, len(history) // 5)]
     stats.extra.update({
@@ -288,22 +251,15 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         "zero_spread_fraction": sum(r["zero_spread_fraction"] for r in history) / len(history),
         **public(last_eval), **{f"{k}_start": v for k, v in public(start_eval).items()},
         "heldout_examples": last_eval["_examples"], "heldout_examples_start": start_eval["_examples"],
-        "seconds": seconds, "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
+        **trainer.runtime_extra(runtime, seconds),
     })
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--base", required=True, help="model directory to start from (results/dpo)")
-    parser.add_argument("--train", required=True, help="rl_train.jsonl ({prompt, answer} problems)")
-    parser.add_argument("--test", required=True, help="rl_test.jsonl (held-out pass@1 / pass@k)")
-    parser.add_argument("--output", required=True, help="model directory to write")
-    parser.add_argument("--metrics", help="metrics.jsonl (default: OUTPUT/metrics.jsonl)")
-    parser.add_argument("--stats", required=True, help="stats.json to write")
+    trainer.add_arguments(parser, "model directory to start from (results/dpo)",
+                          {"--train": "rl_train.jsonl ({prompt, answer} problems)",
+                           "--test": "rl_test.jsonl (held-out pass@1 / pass@k)"})
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    p = stage_params(args.params, args.config, "rl")
-    stats = StageStats("rl")
-    train(p, args, stats)
-    stats.write(args.stats)
-    return 0
+    return trainer.run(args, "rl", train)

@@ -4,31 +4,27 @@ Each conversation is rendered with THE chat template (``llmpipe.tokenizer.chat``
 counts only assistant tokens and their ``<|end|>``. Conversations are packed whole into rows
 of the context length, each with its own segment id, so the document mask keeps every
 conversation from attending to its neighbours (no cross-example leakage). AdamW with warmup +
-cosine (``lr_at``, as in pretraining), a few epochs, seeded; fp32 on CPU is deterministic.
+cosine (``llmpipe.posttrain.trainer``, as in pretraining), a few epochs, seeded; fp32 on CPU is
+deterministic.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from llmpipe.config import stage_params
-from llmpipe.tasks.chat_eval import fact_metrics
-from llmpipe.io import atomic_path, read_json
 from llmpipe.model.gpt import GPT
-from llmpipe.tokenizer.chat import render
-from llmpipe.tasks.facts import heldout_questions
-from llmpipe.tasks.formats import read_sft
+from llmpipe.posttrain import trainer
 from llmpipe.stats import StageStats
-from llmpipe.train import checkpoint, runtime as rt
-from llmpipe.train.schedule import batch_order, lr_at, short_run_schedule
+from llmpipe.tasks.formats import read_sft
+from llmpipe.tokenizer.chat import render
+from llmpipe.tokenizer.pack import best_fit
+from llmpipe.train import runtime as rt
+from llmpipe.train.schedule import batch_order
 
 
 @dataclass(frozen=True)
@@ -69,20 +65,8 @@ def to_examples(tokenizer, conversations: list[dict], context_length: int) -> tu
 
 
 def pack(examples: list[Example], context_length: int, pad_id: int) -> Rows:
-    """Best-fit packing of whole examples into rows; segment ids 1, 2, ... per row, 0 = padding."""
-    free: list[int] = []  # space left in each row
-    placed: list[list[Example]] = []
-    for ex in examples:
-        n = len(ex.inputs)
-        fits = [i for i, room in enumerate(free) if room >= n]
-        if fits:
-            row = min(fits, key=free.__getitem__)
-        else:
-            row = len(free)
-            free.append(context_length)
-            placed.append([])
-        free[row] -= n
-        placed[row].append(ex)
+    """Best-fit packing of whole examples, in order, into rows; segment ids 1, 2, ... per row, 0 = padding."""
+    placed = [[examples[i] for i in items] for items in best_fit([len(ex.inputs) for ex in examples], context_length)]
     shape = (len(placed), context_length)
     inputs = torch.full(shape, pad_id, dtype=torch.long)
     targets = torch.full(shape, -1, dtype=torch.long)
@@ -122,8 +106,7 @@ def mean_loss(model: GPT, rows: Rows, runtime: rt.Runtime, batch_size: int) -> f
 def evaluate_heldout(model: GPT, tokenizer, heldout: Rows, runtime: rt.Runtime, p: dict) -> dict:
     """Held-out loss (assistant tokens of sft_heldout) and the chat accuracy on held-out facts."""
     model.eval()
-    facts = fact_metrics(model, tokenizer, heldout_questions(p["eval_fact_questions"]),
-                         p["eval_max_new_tokens"], p["eval_batch_size"])
+    facts = trainer.heldout_facts(model, tokenizer, p)
     out = {
         "heldout_loss": mean_loss(model, heldout, runtime, p["eval_batch_size"]) if len(heldout) else None,
         "heldout_answer_accuracy": facts.get("accuracy"),
@@ -134,11 +117,8 @@ def evaluate_heldout(model: GPT, tokenizer, heldout: Rows, runtime: rt.Runtime, 
 
 
 def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
-    runtime = rt.start(p["device"], p["dtype"])
-    torch.manual_seed(p["seed"])
-    base = Path(args.base)
-    model = checkpoint.load_model(base, runtime.device)
-    tokenizer = checkpoint.load_tokenizer(base)
+    base = trainer.load_base(p, args.base)
+    model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
     context = model.config.context_length
 
     conversations = read_sft(args.train)
@@ -155,47 +135,32 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
 
     steps_per_epoch = math.ceil(len(rows) / p["batch_size"])
     steps = max(1, round(p["epochs"] * steps_per_epoch))
-    sched = short_run_schedule(p, steps)
-    optimizer = model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
-
+    optimizer = trainer.make_optimizer(model, p, runtime)
     start_time = time.perf_counter()
     base_eval = evaluate_heldout(model, tokenizer, heldout, runtime, p)
-    history, last_eval, tokens = [], base_eval, 0
-    model.train()
-    bar = tqdm(total=steps, desc="sft", unit="step", mininterval=2.0)
-    for step, index in enumerate(batch_order(len(rows), p["batch_size"], steps, p["seed"]), start=1):
+    tokens = 0
+
+    def step_fn(step: int, index: torch.Tensor) -> dict:
+        nonlocal tokens
         t0 = time.perf_counter()
-        lr = lr_at(step - 1, sched)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = rows.select(index)
         n_valid = int((batch.targets >= 0).sum())
         loss = loss_sum(model, batch, runtime)
-        (loss / max(n_valid, 1)).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = trainer.optimizer_step(model, optimizer, loss / max(n_valid, 1), p["grad_clip"])
         step_tokens = int((batch.segments > 0).sum())
         tokens += step_tokens
-        row = {
-            "step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()) / max(n_valid, 1), "lr": lr,
-            "grad_norm": float(grad_norm), "tokens": tokens, "target_tokens": n_valid,
-            "tokens_per_s": step_tokens / (time.perf_counter() - t0),
-        }
-        if step % p["eval_every"] == 0 or step == steps:
-            last_eval = evaluate_heldout(model, tokenizer, heldout, runtime, p)
-            row.update({k: v for k, v in last_eval.items() if not k.startswith("_")})
-        history.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}")
-    bar.close()
+        return {"epoch": step / steps_per_epoch, "loss": float(loss.detach()) / max(n_valid, 1),
+                "grad_norm": grad_norm, "tokens": tokens, "target_tokens": n_valid,
+                "tokens_per_s": step_tokens / (time.perf_counter() - t0)}
+
+    order = batch_order(len(rows), p["batch_size"], steps, p["seed"])
+    history, last_eval = trainer.train_steps(
+        model, optimizer, p, order, step_fn, lambda: evaluate_heldout(model, tokenizer, heldout, runtime, p),
+        "sft", {"loss": "loss"},
+    )
     seconds = time.perf_counter() - start_time
 
-    base_config = read_json(base / checkpoint.CONFIG)
-    meta = {k: v for k, v in base_config.items() if k not in ("format", "model")}
-    checkpoint.save_model_dir(args.output, model, base / checkpoint.TOKENIZER, meta={**meta, "stage": "sft", "base_model": str(base)})
-    with atomic_path(args.metrics or Path(args.output) / "metrics.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    trainer.save(args, base, model, "sft", history)
     stats.extra.update({
         "steps": steps, "epochs": p["epochs"], "rows": len(rows), "batch_size": p["batch_size"],
         "conversations": len(conversations), "heldout_conversations": len(held_examples),
@@ -209,23 +174,14 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         "heldout_answer_accuracy": last_eval["heldout_answer_accuracy"],
         "heldout_ends_properly": last_eval["heldout_ends_properly"],
         "heldout_examples": last_eval["_examples"][:8], "base_heldout_examples": base_eval["_examples"][:8],
-        "seconds": seconds, "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
-        "params": model.num_params(),
+        **trainer.runtime_extra(runtime, seconds), "params": model.num_params(),
     })
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--base", required=True, help="model directory to fine-tune (e.g. results/pretrain)")
-    parser.add_argument("--train", required=True, help="sft_train.jsonl")
-    parser.add_argument("--heldout", required=True, help="sft_heldout.jsonl (held-out loss)")
-    parser.add_argument("--output", required=True, help="model directory to write")
-    parser.add_argument("--metrics", help="metrics.jsonl (default: OUTPUT/metrics.jsonl)")
-    parser.add_argument("--stats", required=True, help="stats.json to write")
+    trainer.add_arguments(parser, "model directory to fine-tune (e.g. results/pretrain)",
+                          {"--train": "sft_train.jsonl", "--heldout": "sft_heldout.jsonl (held-out loss)"})
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    p = stage_params(args.params, args.config, "sft")
-    stats = StageStats("sft")
-    train(p, args, stats)
-    stats.write(args.stats)
-    return 0
+    return trainer.run(args, "sft", train)

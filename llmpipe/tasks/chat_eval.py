@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmpipe.model.generate import Sampling, generate
+from llmpipe.model.generate import Sampling, generate_batched
 from llmpipe.model.gpt import GPT
 from llmpipe.tokenizer.chat import END, prompt_ids
 from llmpipe.tasks.arithmetic import rl_test_problems
@@ -43,14 +43,9 @@ def chat_replies(
     sampling = Sampling(max_new_tokens, temperature=0, stop_ids=(end,))
     prompts = [prompt_ids(tokenizer, c) for c in conversations]
     replies = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        # the engine stops a row at its stop token and drops it: a row shorter than the steps
-        # it was given stopped at <|end|>
-        budget = min(max_new_tokens, model.config.context_length - max(len(p) for p in chunk))
-        for new in generate(model, chunk, sampling, tokenizer.pad_id):
-            cut = next((i for i, t in enumerate(new) if t in stops), len(new))
-            replies.append(Reply(tokenizer.decode(new[:cut]), cut == len(new) < budget))
+    for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size):
+        cut = next((i for i, t in enumerate(c.tokens) if t in stops), len(c.tokens))
+        replies.append(Reply(tokenizer.decode(c.tokens[:cut]), c.ended and cut == len(c.tokens)))
     return replies
 
 

@@ -10,6 +10,8 @@ rows, best-fit decreasing, splitting only documents longer than a row, padding r
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import argparse
 import bisect
 from pathlib import Path
@@ -43,6 +45,27 @@ def concat_rows(doc_offsets: np.ndarray, seq_len: int) -> list[list[Piece]]:
     return rows
 
 
+def best_fit(sizes: Sequence[int], capacity: int) -> list[list[int]]:
+    """Bins of item indices: each item in turn goes into the bin it leaves the least space in
+    (the earliest such bin on ties), or a new one if none has room. Items must fit a bin."""
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (space left, bin index), sorted; full bins leave it
+    for item, size in enumerate(sizes):
+        if not 0 < size <= capacity:
+            raise ValueError(f"best_fit: item {item} has size {size}, outside 1..{capacity}")
+        at = bisect.bisect_left(free, (size, -1))
+        if at == len(free):
+            bins.append([item])
+            space, where = capacity - size, len(bins) - 1
+        else:
+            space, where = free.pop(at)
+            bins[where].append(item)
+            space -= size
+        if space > 0:
+            bisect.insort(free, (space, where))
+    return bins
+
+
 def best_fit_rows(doc_offsets: np.ndarray, seq_len: int) -> list[list[Piece]]:
     """Split documents longer than a row into full rows plus a remainder, then place the
     pieces longest first into the row that leaves the least space (a new row if none fits)."""
@@ -55,19 +78,8 @@ def best_fit_rows(doc_offsets: np.ndarray, seq_len: int) -> list[list[Piece]]:
         if end > start:
             pieces.append((start, end))
     pieces.sort(key=lambda p: (p[0] - p[1], p[0]))  # longest first, stream order on ties
-    free: list[tuple[int, int]] = []  # (space left, row index), sorted
-    for start, end in pieces:
-        at = bisect.bisect_left(free, (end - start, -1))
-        if at == len(free):
-            rows.append([(start, end)])
-            row, space = len(rows) - 1, seq_len - (end - start)
-        else:
-            space, row = free.pop(at)
-            rows[row].append((start, end))
-            space -= end - start
-        if space > 0:
-            bisect.insort(free, (space, row))
-    return rows
+    bins = best_fit([end - start for start, end in pieces], seq_len)
+    return rows + [[pieces[i] for i in items] for items in bins]
 
 
 def fill(rows: list[list[Piece]], stream: np.ndarray, seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

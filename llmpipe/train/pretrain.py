@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from llmpipe.config import canonical_json, stage_params
 from llmpipe.io import atomic_path, write_json
+from llmpipe.model.directory import save_model_dir
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.stats import StageStats
 from llmpipe.train import checkpoint, runtime as rt
@@ -221,7 +222,7 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
         if kept_step != step:
             checkpoint.load_best(run_dir, model, kept_step, fingerprint)
         kept_val = best_val if kept_step == best_step else last_eval.get("val_loss")
-        checkpoint.save_model_dir(output, model, args.tokenizer, meta={
+        save_model_dir(output, model, args.tokenizer, meta={
             "step": kept_step,
             "data": {k: train_data.header.get(k) for k in ("bos_id", "eos_id", "pad_id", "vocab_size", "method")},
             "document_mask": params["document_mask"],
