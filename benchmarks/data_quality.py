@@ -57,7 +57,9 @@ def measure(results: Path, truth: pd.DataFrame) -> tuple[dict[str, float | None]
         metrics["near-copy recall"] = dedup["recall_by_kind"]["near_copy"]
         metrics["exact-copy recall"] = dedup["recall_by_kind"]["exact_copy"]
         metrics["dedup precision"] = dedup["precision"]
-        notes.append(f"dedup: {dedup['found']} of {dedup['pairs']} planted pairs found, {dedup['removed']} pages removed")
+        notes.append(
+            f"dedup: {dedup['found']} of {dedup['pairs']} planted pairs found, {dedup['removed']} pages removed"
+        )
         notes += [f"dedup missed: {u}" for u in dedup["missed"][:3]]
         notes += [f"dedup wrongly removed: {u}" for u in dedup["wrongly_removed"][:3]]
     else:

@@ -13,8 +13,8 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import datasketch
 import numpy as np
@@ -34,7 +34,9 @@ SHARDS = 4
 def documents(n: int, words: int, seed: int) -> list[str]:
     """Zipf-distributed words in sentences; a tenth are exact copies and a tenth near copies."""
     rng = random.Random(seed)
-    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))) for _ in range(20000)]
+    vocab = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))) for _ in range(20000)
+    ]
     weights = [1 / (rank + 1) for rank in range(len(vocab))]
     docs = []
     for i in range(n):
@@ -96,7 +98,9 @@ def lsh_and_clusters(workdir: Path, texts: list[str], sigs: Signatures) -> dict:
 
 def datasketch_lsh(sigs: Signatures) -> int:
     """Insert every signature into datasketch's MinHashLSH and query it; documents with a match."""
-    lsh = datasketch.MinHashLSH(threshold=PARAMS.threshold, num_perm=PARAMS.num_perm, params=(PARAMS.bands, PARAMS.rows))
+    lsh = datasketch.MinHashLSH(
+        threshold=PARAMS.threshold, num_perm=PARAMS.num_perm, params=(PARAMS.bands, PARAMS.rows)
+    )
     matched = 0
     for i, values in enumerate(sigs.values):
         minhash = to_datasketch(values, PARAMS)

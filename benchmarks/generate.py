@@ -9,9 +9,9 @@ import time
 
 import torch
 
+from llmpipe.model.device import pick_device
 from llmpipe.model.generate import Sampling, generate
 from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.model.device import pick_device
 
 
 def tokens_per_second(model: GPT, prompts: list[list[int]], new_tokens: int, use_cache: bool) -> tuple[float, list]:

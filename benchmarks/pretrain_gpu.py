@@ -13,8 +13,9 @@ import time
 
 import torch
 
+from llmpipe.model.device import pick_device
 from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.train.runtime import Runtime, pick_device
+from llmpipe.train.runtime import Runtime
 
 VARIANTS = {  # name -> (autocast dtype, compile)
     "eager fp32 (tf32)": (torch.float32, False),
@@ -23,7 +24,21 @@ VARIANTS = {  # name -> (autocast dtype, compile)
 }
 
 
-def measure(config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, device) -> tuple[float, float]:
+def train_step(
+    forward, model: GPT, optimizer: torch.optim.Optimizer, runtime: Runtime, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """One optimizer step: ``forward`` is ``model`` itself or its ``torch.compile`` wrapper."""
+    with runtime.autocast():
+        _, loss = forward(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def measure(
+    config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, device
+) -> tuple[float, float]:
     """(tokens/s, MFU) over ``steps`` optimizer steps after warm-up."""
     torch.manual_seed(0)
     model = GPT(config).to(device)
@@ -33,20 +48,12 @@ def measure(config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compi
     x = torch.randint(0, config.vocab_size, (batch, config.context_length), device=device)
     y = torch.roll(x, -1, dims=1)
 
-    def step() -> None:
-        with runtime.autocast():
-            _, loss = forward(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     for _ in range(5 if compiled else 3):  # compilation, autotuning, allocator warm-up
-        step()
+        train_step(forward, model, optimizer, runtime, x, y)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        train_step(forward, model, optimizer, runtime, x, y)
     torch.cuda.synchronize()
     tokens_per_s = batch * config.context_length * steps / (time.perf_counter() - start)
     peak = runtime.peak_flops() or float("nan")

@@ -147,9 +147,15 @@ def main() -> None:
     }
     rows += [
         ("encode llmpipe encode_batch, 1 thread (MB/s)", f"{speed['ours 1']:.1f}"),
-        ("encode llmpipe encode_batch, 2 threads (MB/s)", f"{speed['ours 2']:.1f} ({speed['ours 2'] / speed['ours 1']:.2f}x of 1 thread)"),
+        (
+            "encode llmpipe encode_batch, 2 threads (MB/s)",
+            f"{speed['ours 2']:.1f} ({speed['ours 2'] / speed['ours 1']:.2f}x of 1 thread)",
+        ),
         ("encode llmpipe encode_utf8 (arrow path), 1 thread (MB/s)", f"{speed['raw 1']:.1f}"),
-        ("encode llmpipe encode_utf8 (arrow path), 2 threads (MB/s)", f"{speed['raw 2']:.1f} ({speed['raw 2'] / speed['raw 1']:.2f}x)"),
+        (
+            "encode llmpipe encode_utf8 (arrow path), 2 threads (MB/s)",
+            f"{speed['raw 2']:.1f} ({speed['raw 2'] / speed['raw 1']:.2f}x)",
+        ),
         ("encode tiktoken (our merges, same ids), 1 thread (MB/s)", f"{speed['tiktoken 1']:.1f}"),
         ("encode tiktoken (our merges, same ids), 2 threads (MB/s)", f"{speed['tiktoken 2']:.1f}"),
         ("encode HF tokenizers encode_batch, 2 threads (MB/s)", f"{speed['hf']:.1f}"),

@@ -25,8 +25,8 @@ import functools
 import hashlib
 import importlib.machinery
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import llmpipe
 
@@ -46,7 +46,7 @@ class CodeVersionError(LookupError):
     """A stage module, or a module it imports outside a ``try: ... except ImportError``, is missing."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(module: str) -> str:
     """Short hex digest of the files ``module`` ("llmpipe.data.quality") can run, in the installed package.
 

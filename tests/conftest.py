@@ -87,7 +87,9 @@ def pretrain_cmd(packed: Path, out: Path, cfg: dict, launcher: list[str] | None 
     ]
 
 
-def run_pretrain(packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None, val: str = "val") -> str:
+def run_pretrain(
+    packed: Path, out: Path, cfg: dict, launcher: list[str] | None = None, env=None, val: str = "val"
+) -> str:
     proc = subprocess.run(pretrain_cmd(packed, out, cfg, launcher, val), capture_output=True, text=True, timeout=300,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -1,8 +1,9 @@
 """A real pipeline run's report.html, rendered by headless Chromium over the DevTools protocol.
 
 The run (small toy web, tiny model, a few steps of every training stage) is the session
-fixture ``tiny_pipeline`` in conftest.py, shared with the end-to-end workflow test. Chromium loads the page from disk with networking
-off; the test reads console errors, section ids and plot sizes from the live page, checks
+fixture ``tiny_pipeline`` in conftest.py, shared with the end-to-end workflow test. Chromium
+loads the page from disk with networking off; the test reads console errors, section ids and
+plot sizes from the live page, checks
 that the toy web's planted ``<script>`` is shown as text and never ran, and saves a screenshot
 (also to ``$LLMPIPE_ARTIFACTS`` when set). Skipped only when no Chromium binary exists.
 """

@@ -7,12 +7,10 @@ import sys
 import pytest
 import torch
 
-from llmpipe.tasks import chat_eval
-from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.posttrain.chat_cli import fit_history
+from llmpipe.tasks import chat_eval
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
-from llmpipe.model.directory import save_model_dir
 from tests.conftest import REPO
 
 
@@ -35,7 +33,9 @@ def chat(model_dir, stdin: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_chat_replies_per_line_resets_and_exits_on_eof(model_dir):
-    proc = chat(model_dir, "Hello there\nAnd again\n/reset\nHello there\n", "--temperature", "0", "--system", "Be kind.")
+    proc = chat(
+        model_dir, "Hello there\nAnd again\n/reset\nHello there\n", "--temperature", "0", "--system", "Be kind."
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 4 and lines[2] == "(history cleared)"
     # greedy, same question after a reset: the same reply as the first turn
@@ -64,7 +64,10 @@ def test_chat_metrics_on_a_tiny_model(tok, model_dir):
     from llmpipe.model.directory import load_model
 
     model = load_model(model_dir)
-    p = {"chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4, "batch_size": 4}
+    p = {
+        "chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4,
+        "batch_size": 4,
+    }
     metrics = chat_eval.chat_metrics(model, tok, p, rt.Runtime(torch.device("cpu"), torch.float32))
     assert metrics["facts"]["n"] == 6 and metrics["arithmetic"]["n"] == 3
     assert 0 <= metrics["facts"]["accuracy"] <= 1 and 0 <= metrics["facts"]["ends_properly"] <= 1

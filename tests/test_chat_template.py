@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmpipe.tokenizer.chat import ChatFormatError, completion_ids, prompt_ids, render
 from llmpipe.tokenizer import Tokenizer
+from llmpipe.tokenizer.chat import ChatFormatError, completion_ids, prompt_ids, render
 
 
 @pytest.fixture(scope="module")

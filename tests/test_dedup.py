@@ -19,7 +19,9 @@ from llmpipe.data.dedup.common import Params
 from llmpipe.data.documents import TEXT
 from llmpipe.io import read_documents, read_json, write_documents
 
-CONFIG = {"bands": 14, "rows": 8, "threshold": 0.7, "ngram": 5, "seed": 1, "hash": "xxh32", "exact": True, "near": True}
+CONFIG = {
+    "bands": 14, "rows": 8, "threshold": 0.7, "ngram": 5, "seed": 1, "hash": "xxh32", "exact": True, "near": True
+}
 PARAMS = Params.from_config(CONFIG)
 TRICKY = [
     "Hello, World! This is a test of the emergency broadcast system; don't panic.",
@@ -157,7 +159,9 @@ def test_survivor_is_first_in_shard_order_whatever_the_argument_order(tmp_path, 
     assert forward.equals(backward)
     rows = forward.to_pylist()
     assert [(r["shard"], r["row"], r["id"], r["keep"]) for r in rows if r["keep"]] == [("s0", 0, "second", True)]
-    assert {r["id"]: r["reason"] for r in rows if not r["keep"]} == {"first": "near_duplicate", "third": "exact_duplicate"}
+    assert {r["id"]: r["reason"] for r in rows if not r["keep"]} == {
+        "first": "near_duplicate", "third": "exact_duplicate"
+    }
 
 
 def test_empty_shard_flows_through_every_command(tmp_path, corpus):
@@ -179,7 +183,8 @@ def test_mismatched_settings_and_stale_clusters_are_clear_errors(tmp_path, corpu
     write_documents(tmp_path / "quality/s0.parquet", [doc("a", "x"), doc("changed", "y")], TEXT)
     args = [
         "--input", str(tmp_path / "quality/s0.parquet"), "--clusters", str(out["clusters"]),
-        "--output", str(tmp_path / "o.parquet"), "--rejects", str(tmp_path / "r.parquet"), "--stats", str(tmp_path / "s.json"),
+        "--output", str(tmp_path / "o.parquet"), "--rejects", str(tmp_path / "r.parquet"),
+        "--stats", str(tmp_path / "s.json"),
     ]
     assert main(["dedup-filter", "--params", json.dumps(CONFIG), *args]) == 1
     assert "row 1 has id 'changed', clusters say 'b' (stale?)" in capsys.readouterr().err

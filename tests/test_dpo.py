@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from llmpipe.cli import main
 from llmpipe.io import read_json
-from llmpipe.model.gpt import GPT, GPTConfig
-from llmpipe.tasks.formats import DataFormatError
-from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
-from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
-from llmpipe.tokenizer import Tokenizer
 from llmpipe.model.directory import load_model
+from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
+from llmpipe.tasks.formats import DataFormatError
 from llmpipe.train import runtime as rt
+from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
 from tests.conftest import write_jsonl_lines
 
 
@@ -69,7 +66,9 @@ def test_reference_scores_only_the_pairs_training_uses(tiny_model):
     chosen, rejected = reference_scores(model, pairs, torch.tensor([1, 3]), 0, 2, runtime)
     full_chosen, full_rejected = score(model, pairs, 0, 3, runtime)
     assert torch.isnan(chosen[[0, 2]]).all() and torch.isnan(rejected[[0, 2]]).all()
-    assert torch.allclose(chosen[[1, 3]], full_chosen[[1, 3]]) and torch.allclose(rejected[[1, 3]], full_rejected[[1, 3]])
+    assert torch.allclose(chosen[[1, 3]], full_chosen[[1, 3]]) and torch.allclose(
+        rejected[[1, 3]], full_rejected[[1, 3]]
+    )
 
 
 def test_pair_batch_targets_only_the_completion():
@@ -90,7 +89,10 @@ PAIRS = [
 
 def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path, tiny_model_dir):
     base = tiny_model_dir()
-    train, heldout = write_jsonl_lines(tmp_path / "dpo_train.jsonl", PAIRS), write_jsonl_lines(tmp_path / "dpo_heldout.jsonl", PAIRS[1:])
+    train, heldout = (
+        write_jsonl_lines(tmp_path / "dpo_train.jsonl", PAIRS),
+        write_jsonl_lines(tmp_path / "dpo_heldout.jsonl", PAIRS[1:]),
+    )
     params = {"epochs": 2, "batch_size": 2, "lr": 1.0e-3, "eval_every": 1, "eval_fact_questions": 2,
               "eval_max_new_tokens": 4, "device": "cpu"}
     out = tmp_path / "dpo"

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.model.directory import load_model, save_model_dir
+from llmpipe.model.gpt import GPT
 from tests.conftest import make_tiny_model
 
 transformers = pytest.importorskip("transformers")  # in the test extras: pip install -e .[test]
@@ -25,18 +25,27 @@ def trained_looking_model(**overrides) -> GPT:
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_kv_head": 2, "tie_embeddings": False}, {"n_kv_head": 1, "mlp_hidden": 100}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"n_kv_head": 2, "tie_embeddings": False}, {"n_kv_head": 1, "mlp_hidden": 100}]
+)
 def test_hf_llama_loads_the_export_offline_with_equal_logits(tmp_path, overrides):
     model = trained_looking_model(**overrides)
     (tmp_path / "tokenizer.json").write_text("{}")
-    save_model_dir(tmp_path / "ours", model, tmp_path / "tokenizer.json", meta={"data": {"bos_id": 1, "eos_id": 2, "pad_id": 0}})
+    save_model_dir(
+        tmp_path / "ours", model, tmp_path / "tokenizer.json", meta={"data": {"bos_id": 1, "eos_id": 2, "pad_id": 0}}
+    )
     # the CLI path a user runs: our model directory -> HF directory
     proc = subprocess.run(
-        [sys.executable, "-m", "llmpipe.cli", "export", "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf")],
+        [
+            sys.executable, "-m", "llmpipe.cli", "export",
+            "--model", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"),
+        ],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True, dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "hf", local_files_only=True, dtype=torch.float32
+    ).eval()
     assert type(hf).__name__ == "LlamaForCausalLM"
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == 2
     ours = load_model(tmp_path / "ours")

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from llmpipe.eval.evaluate import arithmetic_problems, probe_metrics, split_metrics
-from llmpipe.train.loss import mean_loss
-from llmpipe.model.generate import Sampling, generate, sample_next
-from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.model.directory import load_model
+from llmpipe.model.generate import Sampling, generate, sample_next
+from llmpipe.model.gpt import GPT
 from llmpipe.train.data import PackedData
+from llmpipe.train.loss import mean_loss
 from llmpipe.train.runtime import start
 from tests.conftest import make_tiny_model, pretrain_settings, run_pretrain
 

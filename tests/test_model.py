@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmpipe.model.gpt import GPT, PRESETS, GPTConfig
+from llmpipe.model.gpt import GPT, GPTConfig
 from tests.conftest import make_tiny_model
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
-from pydoc_data.topics import topics
 
 from llmpipe.cli import main
 from llmpipe.data.documents import TEXT
@@ -38,11 +38,13 @@ def stages(tmp_path_factory) -> Path:
     assert main(["tokenizer", "--params", json.dumps(TOKENIZER),
                  "--train", str(root / "split/train/a.parquet"), str(root / "split/train/b.parquet"),
                  "--val", str(root / "split/val/a.parquet"), "--output", str(root / "tokenizer/tokenizer.json"),
-                 "--hf", str(root / "tokenizer/hf/tokenizer.json"), "--stats", str(root / "tokenizer/stats.json")]) == 0
+                 "--hf", str(root / "tokenizer/hf/tokenizer.json"),
+                 "--stats", str(root / "tokenizer/stats.json")]) == 0
     for name in shards:
         assert main(["tokenize", "--tokenizer", str(root / "tokenizer/tokenizer.json"),
                      "--input", str(root / f"split/{name}.parquet"), "--output", str(root / f"tokens/{name}.bin"),
-                     "--offsets", str(root / f"tokens/{name}.idx.npy"), "--header", str(root / f"tokens/{name}.json")]) == 0
+                     "--offsets", str(root / f"tokens/{name}.idx.npy"),
+                     "--header", str(root / f"tokens/{name}.json")]) == 0
     return root
 
 

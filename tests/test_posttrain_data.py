@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from llmpipe.config import load_config
-from llmpipe.tasks import world
-import re
-
 from llmpipe.posttrain import data
-from llmpipe.tasks import arithmetic, facts, formats
+from llmpipe.tasks import arithmetic, facts, formats, world
 from llmpipe.tasks.formats import DataFormatError
 from tests.conftest import REPO, parse_job_table
 
@@ -83,7 +81,8 @@ def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):
 def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
     config = load_config(REPO / "config.yaml")["posttrain_data"]
     small = {**config, "sft_conversations": 400, "dpo_pairs": 400, "dpo_heldout_pairs": 0, "rl_train_problems": 10,
-             "rl_test_problems": 10, "multi_turn_fraction": 0.0, "arithmetic_fraction": 0.9, "dpo_arithmetic_fraction": 0.1}
+             "rl_test_problems": 10, "multi_turn_fraction": 0.0, "arithmetic_fraction": 0.9,
+             "dpo_arithmetic_fraction": 0.1}
     files, _ = data.build(small)
 
     def arithmetic_share(texts):
@@ -109,14 +108,22 @@ def write(path, lines):
 @pytest.mark.parametrize(
     "reader, lines, message",
     [
-        (formats.read_sft, ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "{oops"], ":2: not valid JSON"),
+        (
+            formats.read_sft,
+            ['{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}', "{oops"],
+            ":2: not valid JSON",
+        ),
         (formats.read_sft, ['{"conversation": []}'], ":1: missing key"),
         (formats.read_sft, ['{"messages": [{"role": "robot", "content": "x"}]}'], ":1: message 0: role 'robot'"),
         (formats.read_sft, ['{"messages": []}'], ":1: messages must be a non-empty list"),
         (formats.read_sft, ['{"messages": [{"role": "user", "content": "x"}]}'], ":1: no assistant message"),
         (formats.read_preferences, ['{"prompt": "q", "chosen": "a"}'], ":1: missing key(s) ['rejected']"),
         (formats.read_preferences, ['{"prompt": "q", "chosen": "a", "rejected": 3}'], ":1: 'rejected' must be"),
-        (formats.read_problems, ['{"prompt": "q", "answer": "7"}', "", '{"prompt": "q", "answer": "seven"}'], ":3: 'answer' 'seven' is not a number"),
+        (
+            formats.read_problems,
+            ['{"prompt": "q", "answer": "7"}', "", '{"prompt": "q", "answer": "seven"}'],
+            ":3: 'answer' 'seven' is not a number",
+        ),
     ],
 )
 def test_malformed_user_lines_name_file_and_line(tmp_path, reader, lines, message):
@@ -127,8 +134,10 @@ def test_malformed_user_lines_name_file_and_line(tmp_path, reader, lines, messag
 
 
 def test_user_files_replace_generated_ones_with_a_heldout_split(tmp_path):
-    rl = write(tmp_path / "gsm.jsonl", [json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1:,}"})
-                                        for i in range(995, 1015)])
+    rl = write(tmp_path / "gsm.jsonl", [
+        json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1:,}"})
+        for i in range(995, 1015)
+    ])
     p = load_config(REPO / "config.yaml")["posttrain_data"] | {"rl_path": str(rl), "heldout_fraction": 0.25}
     files, extra = data.build(p)
     assert extra["sources"]["rl"] == str(rl) and extra["sources"]["sft"] == "generated"

@@ -16,14 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmpipe.config import load_config
-from llmpipe.train.loss import mean_loss
-from llmpipe.train import runtime as rt
 from llmpipe.model.directory import load_model
+from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, PackedDataError, TrainOrder, target_counts
 from llmpipe.train.data import unigram_entropy as counts_entropy
+from llmpipe.train.loss import mean_loss
 from llmpipe.train.schedule import lr_at
-from tests.conftest import REPO, pretrain_cmd, pretrain_settings, run_pretrain
+from tests.conftest import pretrain_cmd, pretrain_settings, run_pretrain
 
 CONTEXT, VOCAB, BOS, PAD = 32, 128, 1, 0
 
@@ -183,7 +182,9 @@ def test_early_stopping_model_dir_holds_the_kept_weights(packed, tmp_path, keep)
     """Validation on unlearnable noise is best early and worsens as the model grows confident
     on train, so early stopping triggers; auto keeps the best weights, last the last ones."""
     out = tmp_path / "model"
-    run_pretrain(packed, out, pretrain_settings(max_steps=60, eval_every=5, early_stopping_patience=2, keep=keep), val="noise")
+    run_pretrain(
+        packed, out, pretrain_settings(max_steps=60, eval_every=5, early_stopping_patience=2, keep=keep), val="noise"
+    )
     stats = json.loads((out / "stats.json").read_text())["extra"]
     evals = [r for r in metrics(out) if "val_loss" in r]
     best = min(evals, key=lambda r: r["val_loss"])
@@ -211,7 +212,9 @@ def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):
 def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path):
     cfg = pretrain_settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256)
     run_pretrain(packed, tmp_path / "single", cfg)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llmpipe.cli"]
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llmpipe.cli"
+    ]
     run_pretrain(packed, tmp_path / "ddp", cfg, launcher=torchrun, env={**os.environ, "OMP_NUM_THREADS": "1"})
     single, ddp = metrics(tmp_path / "single"), metrics(tmp_path / "ddp")
     assert json.loads((tmp_path / "ddp" / "stats.json").read_text())["extra"]["world_size"] == 2

@@ -8,9 +8,9 @@ import torch
 
 from llmpipe.cli import main
 from llmpipe.io import read_json
-from llmpipe.tasks.formats import DataFormatError
-from llmpipe.posttrain.rl import group_advantages, grpo_loss, pass_at_k
 from llmpipe.model.directory import load_model
+from llmpipe.posttrain.rl import group_advantages, grpo_loss, pass_at_k
+from llmpipe.tasks.formats import DataFormatError
 from tests.conftest import write_jsonl_lines
 
 

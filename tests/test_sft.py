@@ -7,14 +7,12 @@ import json
 import pytest
 import torch
 
-from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.model.directory import load_model, save_model_dir
 from llmpipe.posttrain import sft
-from llmpipe.tokenizer.chat import render
 from llmpipe.stats import StageStats
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
 from llmpipe.train.schedule import batch_order
-from llmpipe.model.directory import load_model, save_model_dir
 
 CONTEXT = 96
 

@@ -171,7 +171,9 @@ def test_slurm_profile_as_shipped_plans_config_gpus_and_rule_resources(workflow_
     """No cluster needed: the profile parses, names real rules, and pretrain asks for pretrain.gpus GPUs."""
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     rules = set(workflow_copy.snakemake("--list-rules").stdout.split())
-    assert set(profile["set-resources"]) <= rules, f"set-resources for unknown rules: {set(profile['set-resources']) - rules}"
+    assert set(profile["set-resources"]) <= rules, (
+        f"set-resources for unknown rules: {set(profile['set-resources']) - rules}"
+    )
 
     workflow_copy.update("pretrain", gpus=2)
     proc = subprocess.run(
@@ -191,7 +193,9 @@ def test_slice_through_the_slurm_profile_equals_a_local_run(slurm_cluster, tmp_p
     local, cluster = slice_copy(tmp_path / "local"), slice_copy(tmp_path / "cluster")
     profile = slurm_test_profile(tmp_path)
     with ThreadPoolExecutor(1) as pool:  # the local run goes on while SLURM schedules the other
-        local_run = pool.submit(snakemake, local, "--cores", str(THREADS), "--workflow-profile", "workflow/profiles/default")
+        local_run = pool.submit(
+            snakemake, local, "--cores", str(THREADS), "--workflow-profile", "workflow/profiles/default"
+        )
         snakemake(cluster, "--workflow-profile", str(profile))
         local_run.result()
 

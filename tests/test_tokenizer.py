@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
@@ -15,7 +16,6 @@ import tiktoken
 import tokenizers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydoc_data.topics import topics
 
 from llmpipe.tokenizer import GPT4_PATTERN, SPECIAL_TOKENS, Tokenizer, TokenizerError
 from llmpipe.tokenizer.bpe import pack_segments

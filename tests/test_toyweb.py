@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fastwarc.warc import ArchiveIterator as FastIterator, WarcRecordType
+from fastwarc.warc import ArchiveIterator as FastIterator
+from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
 from llmpipe.cli import main as cli
@@ -156,8 +157,10 @@ def test_truth_charsets_match_the_bytes(web):
     split = rows[rows["special"] == "utf8_header_latin1"].iloc[0]
     assert split["charset_declared"] == "iso-8859-1"
     assert b'<meta charset="utf-8">' in bodies[split.name] and not bodies[split.name].isascii()
-    for special, literal, escaped in (("escaped_script", '<script>alert("x")</script>', b'&lt;script&gt;alert("x")&lt;/script&gt;'),
-                                      ("special_token", "<|user|>", b"&lt;|user|&gt;")):
+    for special, literal, escaped in (
+        ("escaped_script", '<script>alert("x")</script>', b'&lt;script&gt;alert("x")&lt;/script&gt;'),
+        ("special_token", "<|user|>", b"&lt;|user|&gt;"),
+    ):
         row = rows[rows["special"] == special].iloc[0]
         assert literal in row["main_text"] and escaped in bodies[row.name]
         assert literal.encode() not in bodies[row.name]
@@ -318,6 +321,8 @@ def test_dedup_scores():
 def test_read_stage(tmp_path):
     (tmp_path / "dedup" / "rejects").mkdir(parents=True)
     for shard, ids in (("s0", ["a"]), ("s1", ["b", "c"])):
-        pd.DataFrame({"id": ids, "reason": "near_duplicate"}).to_parquet(tmp_path / "dedup" / "rejects" / f"{shard}.parquet")
+        pd.DataFrame({"id": ids, "reason": "near_duplicate"}).to_parquet(
+            tmp_path / "dedup" / "rejects" / f"{shard}.parquet"
+        )
     assert list(scoring.read_stage(tmp_path, "dedup", "rejects", ["id"])["id"]) == ["a", "b", "c"]
     assert scoring.read_stage(tmp_path, "extract", "docs", ["id", "text"]).empty

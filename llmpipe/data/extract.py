@@ -9,8 +9,8 @@ import contextlib
 import html as html_lib
 import re
 import signal
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Callable, Iterator
 
 from llmpipe.config import stage_params
 from llmpipe.data.documents import TEXT

@@ -7,9 +7,9 @@ Damage costs only the record it hits: a ``.warc.gz`` is read one gzip member at 
 WARC standard's one-record-per-member layout), so a truncated or corrupt member, garbage
 between members, or a wrong Content-Length loses that record and reading resumes at the
 next member. A file gzipped as one member, or an uncompressed ``.warc``, cannot be
-resynchronised: a framing error there ends it (counted, with a message). A file that is not a WARC at all gives an empty shard, a
-``corrupt`` count and a message in the log and stats (exit 0, so one bad file does not stop
-a crawl's pipeline); a missing file is an error.
+resynchronised: a framing error there ends it (counted, with a message). A file that is not
+a WARC at all gives an empty shard, a ``corrupt`` count and a message in the log and stats
+(exit 0, so one bad file does not stop a crawl's pipeline); a missing file is an error.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ import re
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import charset_normalizer
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType

@@ -30,7 +30,10 @@ FINEWEB_END_PUNCTUATION = (".", "'", '"', "!", "?")
 
 # Gopher: a "word" is a whitespace token; these are trimmed off its ends to measure it, and a
 # token of nothing else is a symbol, not a word (datatrove drops punctuation tokens).
-WORD_EDGE_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\u2018\u2019\u201c\u201d\u00ab\u00bb\u2026\u2013\u2014\u2022\u00b7"
+WORD_EDGE_PUNCTUATION = (
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"  # ASCII punctuation (string.punctuation)
+    "\u2018\u2019\u201c\u201d\u00ab\u00bb\u2026\u2013\u2014\u2022\u00b7"
+)
 BULLETS = ("\u2022", "\u2023", "\u25e6", "\u25aa", "\u00b7", "-", "*")
 ELLIPSES = ("...", "\u2026")
 LETTER = regex.compile(r"\p{L}")

@@ -8,8 +8,9 @@ step counts or writes anything itself (datatrove's pipeline-step contract).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 

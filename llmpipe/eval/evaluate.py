@@ -11,14 +11,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from llmpipe.config import stage_params
-from llmpipe.tasks.chat_eval import chat_metrics
-from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.io import write_json
+from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
+from llmpipe.tasks.chat_eval import chat_metrics
 from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, target_counts, unigram_entropy
 from llmpipe.train.logprobs import summed_logprobs
@@ -79,7 +78,9 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
             pairs.append((prompt_ids(tokenizer, p.prompt), tokenizer.encode(answer_text(p.prompt, option))))
             owners.append((i, option))
     best: dict[int, tuple[float, str]] = {}
-    for (i, option), score in zip(owners, summed_logprobs(model, pairs, tokenizer.pad_id, batch_size, runtime).tolist()):
+    for (i, option), score in zip(
+        owners, summed_logprobs(model, pairs, tokenizer.pad_id, batch_size, runtime).tolist()
+    ):
         if i not in best or score > best[i][0]:
             best[i] = (score, option)
     prompts = [prompt_ids(tokenizer, p.prompt) for p in probes]
@@ -111,7 +112,9 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
 
 def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_size: int) -> list[str]:
     sampling = Sampling(max_new, temperature=0, stop_ids=(tokenizer.eos_id, tokenizer.bos_id))
-    return [tokenizer.decode(c.tokens) for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size)]
+    return [
+        tokenizer.decode(c.tokens) for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size)
+    ]
 
 
 def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:
@@ -135,7 +138,9 @@ def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list
 
 
 def arithmetic_metrics(model: GPT, tokenizer, p: dict, batch_size: int) -> dict:
-    items = arithmetic_problems(p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"])
+    items = arithmetic_problems(
+        p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"]
+    )
     if not items:
         return {"n": 0}
     outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, q) for q, _ in items], 4, batch_size)
@@ -198,7 +203,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
     runtime = rt.start(p["device"], p["dtype"])
     torch.manual_seed(p["seed"])
     model = load_model(args.model, runtime.device)
-    metrics = evaluate(model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime)
+    metrics = evaluate(
+        model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime
+    )
     metrics["model"] = {"dir": str(args.model), "params": model.num_params(), **model.config.to_dict()}
     write_json(args.output, metrics)
     stats.extra.update({

@@ -124,7 +124,9 @@ def generate_batched(
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--model", required=True, help="model directory (model.safetensors, config.json, tokenizer.json)")
+    parser.add_argument(
+        "--model", required=True, help="model directory (model.safetensors, config.json, tokenizer.json)"
+    )
     parser.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -136,8 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.model.directory import load_model, load_tokenizer
     from llmpipe.model.device import pick_device
+    from llmpipe.model.directory import load_model, load_tokenizer
 
     model = load_model(args.model, pick_device(args.device))
     tokenizer = load_tokenizer(args.model)

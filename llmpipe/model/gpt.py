@@ -52,14 +52,14 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "GPTConfig":
+    def from_preset(cls, preset: str, **overrides) -> GPTConfig:
         """A preset's dimensions with ``overrides`` (None values ignored) applied on top."""
         if preset not in PRESETS:
             raise ValueError(f"model.preset {preset!r} is not one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
+    def from_dict(cls, d: dict) -> GPTConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

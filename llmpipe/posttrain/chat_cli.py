@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
-    from llmpipe.model.directory import load_model, load_tokenizer
     from llmpipe.model.device import pick_device
+    from llmpipe.model.directory import load_model, load_tokenizer
 
     model = load_model(args.model, pick_device(args.device))
     tokenizer = load_tokenizer(args.model)
@@ -65,7 +65,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
         messages.append({"role": "user", "content": text})
         room = model.config.context_length - args.max_new_tokens
         messages = fit_history(tokenizer, messages, room)
-        sampling = Sampling(args.max_new_tokens, args.temperature, args.top_k, None, stop_ids=stop, seed=args.seed + turn)
+        sampling = Sampling(
+            args.max_new_tokens, args.temperature, args.top_k, None, stop_ids=stop, seed=args.seed + turn
+        )
         answer = reply(model, tokenizer, messages, sampling)
         messages.append({"role": "assistant", "content": answer})
         turn += 1

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import os
 import random
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from llmpipe import layout
 from llmpipe.config import stage_params
@@ -221,11 +220,15 @@ def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
     # held-out preference pairs ask them
     generated_test = rl_test_problems(seed, p["rl_test_problems"])
     if p["rl_path"]:
-        rl_train, rl_test = split_heldout(dedupe_problems(read_problems(p["rl_path"])), p["heldout_fraction"], seed, "rl")
+        rl_train, rl_test = split_heldout(
+            dedupe_problems(read_problems(p["rl_path"])), p["heldout_fraction"], seed, "rl"
+        )
         sources["rl"] = str(p["rl_path"])
     else:
         rl_test = generated_test
-        train = unique_problems(random.Random(f"{seed}/rl_train"), p["rl_train_problems"], {r["prompt"] for r in rl_test})
+        train = unique_problems(
+            random.Random(f"{seed}/rl_train"), p["rl_train_problems"], {r["prompt"] for r in rl_test}
+        )
         rl_train = [{"prompt": q, "answer": str(a)} for q, a in train]
         sources["rl"] = "generated"
     test_texts = {r["prompt"] for r in rl_test + generated_test}
@@ -249,12 +252,20 @@ def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
         problems = unique_problems(random.Random(f"{seed}/dpo_problems"), p["dpo_pairs"], test_texts)
         dpo_train = preference_pairs(p["dpo_pairs"], train_facts, problems, p, random.Random(f"{seed}/dpo"), False)
         dpo_heldout = preference_pairs(
-            p["dpo_heldout_pairs"], world_facts(heldout=True), itertools.cycle((r["prompt"], int(r["answer"])) for r in generated_test),
-            p, random.Random(f"{seed}/dpo_heldout"), True,
+            p["dpo_heldout_pairs"],
+            world_facts(heldout=True),
+            itertools.cycle((r["prompt"], int(r["answer"])) for r in generated_test),
+            p,
+            random.Random(f"{seed}/dpo_heldout"),
+            True,
         )
         sources["dpo"] = "generated"
 
-    extra = {"sources": sources, **preference_stats(dpo_train, "dpo_train"), **preference_stats(dpo_heldout, "dpo_heldout")}
+    extra = {
+        "sources": sources,
+        **preference_stats(dpo_train, "dpo_train"),
+        **preference_stats(dpo_heldout, "dpo_heldout"),
+    }
     if sources["sft"] == "generated":
         extra["heldout_subjects"] = sorted({f.subject for f in world_facts(heldout=True)})
         extra["sft_train_kinds"] = conversation_kinds(sft_train)

@@ -126,7 +126,9 @@ class Scored:
                 torch.tensor([len(self.pairs[i].rejected) for i in index], dtype=torch.float32))
 
 
-def score(model, pairs: list[PreferencePair], pad_id: int, batch_size: int, runtime: rt.Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def score(
+    model, pairs: list[PreferencePair], pad_id: int, batch_size: int, runtime: rt.Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of every pair's chosen and of its rejected completion, without gradients."""
     chosen = summed_logprobs(model, [(p.prompt, p.chosen) for p in pairs], pad_id, batch_size, runtime)
     rejected = summed_logprobs(model, [(p.prompt, p.rejected) for p in pairs], pad_id, batch_size, runtime)
@@ -228,8 +230,14 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         }
 
     history, last_eval = trainer.train_steps(
-        model, optimizer, p, order, step_fn, lambda: heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime),
-        "dpo", {"loss": "loss", "acc": "reward_accuracy"},
+        model,
+        optimizer,
+        p,
+        order,
+        step_fn,
+        lambda: heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime),
+        "dpo",
+        {"loss": "loss", "acc": "reward_accuracy"},
     )
     end_answers = answer_accuracy(model, tokenizer, problems, p)
     seconds = time.perf_counter() - start_time

@@ -51,7 +51,9 @@ class Problem:
     answer: Number
 
 
-def encode_problems(tokenizer, rows: list[dict], context_length: int, max_new_tokens: int, source: str) -> tuple[list[Problem], int]:
+def encode_problems(
+    tokenizer, rows: list[dict], context_length: int, max_new_tokens: int, source: str
+) -> tuple[list[Problem], int]:
     """Problems whose prompt leaves room for ``max_new_tokens`` in the context, and how many
     did not (skipped: a completion cut short by the context could never be rewarded)."""
     problems, skipped = [], 0
@@ -81,7 +83,9 @@ def sample(model: GPT, tokenizer, prompts: list[list[int]], sampling: Sampling, 
             for c in generate_batched(model, prompts, sampling, tokenizer.pad_id, batch_size)]
 
 
-def group_advantages(rewards: torch.Tensor, std_normalize: bool, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+def group_advantages(
+    rewards: torch.Tensor, std_normalize: bool, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages [B, G] of rewards [B, G] (reward − group mean, optionally ÷ (group std + eps)),
     and which groups [B] have zero reward spread (their advantages are all exactly 0)."""
     centred = rewards - rewards.mean(dim=1, keepdim=True)
@@ -132,7 +136,9 @@ def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict) -> 
     model.eval()
     prompts = [pr.prompt for pr in problems]
     end = tokenizer.special_tokens[END]
-    greedy = sample(model, tokenizer, prompts, Sampling(p["max_new_tokens"], 0.0, stop_ids=(end,)), p["eval_batch_size"])
+    greedy = sample(
+        model, tokenizer, prompts, Sampling(p["max_new_tokens"], 0.0, stop_ids=(end,)), p["eval_batch_size"]
+    )
     k = p["eval_pass_k"]
     sampled = sample(model, tokenizer, [q for q in prompts for _ in range(k)],
                      Sampling(p["max_new_tokens"], p["temperature"], stop_ids=(end,), seed=p["seed"]),

@@ -44,7 +44,7 @@ class Rows:
     def __len__(self) -> int:
         return self.inputs.size(0)
 
-    def select(self, index: torch.Tensor | slice) -> "Rows":
+    def select(self, index: torch.Tensor | slice) -> Rows:
         return Rows(self.inputs[index], self.targets[index], self.segments[index])
 
 

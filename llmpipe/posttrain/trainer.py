@@ -109,7 +109,9 @@ def heldout_facts(model: GPT, tokenizer: Tokenizer, p: dict) -> dict:
 def save(args: argparse.Namespace, base: Base, model: GPT, stage: str, history: list[dict]) -> None:
     """The stage's model directory (the base's metadata, this stage's name) and its metrics.jsonl."""
     meta = {k: v for k, v in read_json(base.path / CONFIG).items() if k not in ("format", "model")}
-    save_model_dir(args.output, model, base.path / TOKENIZER, meta={**meta, "stage": stage, "base_model": str(base.path)})
+    save_model_dir(
+        args.output, model, base.path / TOKENIZER, meta={**meta, "stage": stage, "base_model": str(base.path)}
+    )
     write_jsonl(args.metrics or Path(args.output) / "metrics.jsonl", history)
 
 

@@ -446,8 +446,16 @@ EVAL_ROWS = [  # (table label, plot label or None for non-accuracies, path in ev
     ("val bits per byte", None, ("val", "bits_per_byte")),
     ("test loss (nats/token)", None, ("test", "loss")),
     ("test bits per byte", None, ("test", "bits_per_byte")),
-    ("fact probes, training phrasing: choice accuracy", "facts (train phrasing)", ("facts_train_phrasing", "choice_accuracy")),
-    ("fact probes, held-out phrasing: choice accuracy", "facts (held-out)", ("facts_heldout_phrasing", "choice_accuracy")),
+    (
+        "fact probes, training phrasing: choice accuracy",
+        "facts (train phrasing)",
+        ("facts_train_phrasing", "choice_accuracy"),
+    ),
+    (
+        "fact probes, held-out phrasing: choice accuracy",
+        "facts (held-out)",
+        ("facts_heldout_phrasing", "choice_accuracy"),
+    ),
     ("fact probes, held-out phrasing: greedy accuracy", None, ("facts_heldout_phrasing", "greedy_accuracy")),
     ("arithmetic, few-shot completion: pass@1", "arithmetic few-shot", ("arithmetic", "accuracy")),
     ("chat: held-out fact questions, accuracy", "chat facts", ("chat", "facts", "accuracy")),
@@ -475,7 +483,9 @@ def evaluation_section(metrics: dict[str, dict | None], generations: int) -> dic
         questions: dict[str, dict] = {}
         for model in models:
             for example in (dig(metrics[model], "chat", task, "examples") or [])[:generations]:
-                entry = questions.setdefault(example.get("prompt", ""), {"answer": example.get("answer"), "replies": {}})
+                entry = questions.setdefault(
+                    example.get("prompt", ""), {"answer": example.get("answer"), "replies": {}}
+                )
                 entry["replies"][model] = {"text": example.get("reply", ""), "correct": example.get("correct")}
         for prompt, entry in questions.items():
             chat.append({"task": task, "prompt": prompt, "answer": fmt(entry["answer"]),

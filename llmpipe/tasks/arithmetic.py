@@ -10,8 +10,10 @@ from llmpipe.tasks import world
 
 _FORMS = (
     (re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more\."), "{a} + {b} = {n}, so {name} has {n} {thing} now."),
-    (re.compile(r"^(\w+) has (\d+) (\w+) and gives (\d+) of them away\."), "{a} - {b} = {n}, so {name} has {n} {thing} left."),
-    (re.compile(r"^(\w+) has (\d+) bags with (\d+) (\w+) in each bag\."), "{a} * {b} = {n}, so {name} has {n} {thing} in all."),
+    (re.compile(r"^(\w+) has (\d+) (\w+) and gives (\d+) of them away\."),
+     "{a} - {b} = {n}, so {name} has {n} {thing} left."),
+    (re.compile(r"^(\w+) has (\d+) bags with (\d+) (\w+) in each bag\."),
+     "{a} * {b} = {n}, so {name} has {n} {thing} in all."),
 )
 
 

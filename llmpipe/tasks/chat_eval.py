@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from llmpipe.model.generate import Sampling, generate_batched
 from llmpipe.model.gpt import GPT
-from llmpipe.tokenizer.chat import END, prompt_ids
 from llmpipe.tasks.arithmetic import rl_test_problems
 from llmpipe.tasks.facts import HeldoutQuestion, answer_candidates, heldout_questions
 from llmpipe.tasks.rewards import parse_final_answer
+from llmpipe.tokenizer.chat import END, prompt_ids
 
 EXAMPLES = 12  # replies of each task kept for the report
 

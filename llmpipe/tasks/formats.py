@@ -6,7 +6,8 @@ A malformed line raises ``DataFormatError`` naming the file and line.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from llmpipe.io import iter_jsonl
 from llmpipe.tasks.arithmetic import final_answer_from_gsm8k

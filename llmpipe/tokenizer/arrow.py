@@ -6,7 +6,7 @@ segments that pre-token counting and encoding take, so no Python string is ever 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -15,9 +15,10 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import regex
@@ -157,7 +158,9 @@ class Tokenizer:
             parts = pool.map(self._encode_regex, [texts[i : i + 256] for i in range(0, len(texts), 256)])
             return [ids for part in parts for ids in self._core.id_lists(*part)]
 
-    def encode_utf8(self, buf: bytes | np.ndarray, offsets: np.ndarray, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def encode_utf8(
+        self, buf: bytes | np.ndarray, offsets: np.ndarray, num_threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Encode UTF-8 documents buf[offsets[k]:offsets[k+1]] without specials, in parallel.
 
         Returns (ids uint32, ends int64) where document k's ids are ids[ends[k-1]:ends[k]].
@@ -221,7 +224,7 @@ class Tokenizer:
         num_threads: int = 2,
         byte_order: Sequence[int] | None = None,
         progress: bool = False,
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """Learn merges until the vocabulary (bytes + merges + specials) has `vocab_size` ids.
 
         `texts` items are strings, or paths: ``.parquet`` files (their `text` column) and
@@ -276,7 +279,7 @@ class Tokenizer:
             tmp.write_text(json.dumps(data) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
@@ -294,7 +297,7 @@ class Tokenizer:
     @classmethod
     def from_tiktoken(
         cls, path: str | os.PathLike, pattern: str = GPT4_PATTERN, special_tokens: Sequence[str] = SPECIAL_TOKENS
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """Load tiktoken mergeable ranks ('<base64 token> <rank>' lines, optionally .gz);
         ranks must be 0..n-1 and become the ids, so ids equal tiktoken's."""
         opener = gzip.open if str(path).endswith(".gz") else open
@@ -328,7 +331,9 @@ def _progress(total: int, enabled: bool):
 
 
 # -------------------------------------------------------------------- pre-token counting
-def count_pretokens(texts: Iterable[str | os.PathLike], pattern: str = GPT4_PATTERN, num_threads: int = 2) -> _bpe.PreTokenCounts:
+def count_pretokens(
+    texts: Iterable[str | os.PathLike], pattern: str = GPT4_PATTERN, num_threads: int = 2
+) -> _bpe.PreTokenCounts:
     """Count unique pre-tokens over strings and files, batches counted on `num_threads`."""
     fast = pattern == GPT4_PATTERN
     compiled = None if fast else regex.compile(pattern)

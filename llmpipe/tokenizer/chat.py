@@ -11,8 +11,8 @@ counts: assistant content and its ``<|end|>``, nothing else) and for generation
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 ROLES = ("system", "user", "assistant")
 END = "<|end|>"

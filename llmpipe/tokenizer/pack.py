@@ -10,10 +10,9 @@ rows, best-fit decreasing, splitting only documents longer than a row, padding r
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import argparse
 import bisect
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--threads", type=int, default=2)
 
 
-def with_bos(ids: np.ndarray, ends: np.ndarray, keep: np.ndarray, bos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def with_bos(
+    ids: np.ndarray, ends: np.ndarray, keep: np.ndarray, bos: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
     """Prefix each kept document's ids with bos; return (tokens, offsets). Dropped
     documents must hold no ids."""
     lengths = np.diff(np.concatenate([[0], ends]))[keep] + 1
@@ -45,7 +47,9 @@ def with_bos(ids: np.ndarray, ends: np.ndarray, keep: np.ndarray, bos: int, dtyp
     return tokens, offsets
 
 
-def tokenize_shard(tok: Tokenizer, path: str | os.PathLike, stats: StageStats, threads: int) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_shard(
+    tok: Tokenizer, path: str | os.PathLike, stats: StageStats, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
     dtype = token_dtype(tok.vocab_size)
     parts, offsets_parts, shift = [], [np.zeros(1, np.int64)], 0
     for buf, offsets in parquet_text_batches(path):
@@ -73,7 +77,9 @@ def run(args: argparse.Namespace, stage: str) -> int:
         tokens.tofile(tmp)
     with atomic_path(args.offsets) as tmp, open(tmp, "wb") as fh:
         np.save(fh, offsets)
-    stats.extra.update(tokens=len(tokens), bytes_per_token=round(stats.bytes_out / max(1, len(tokens) - stats.docs_out), 4))
+    stats.extra.update(
+        tokens=len(tokens), bytes_per_token=round(stats.bytes_out / max(1, len(tokens) - stats.docs_out), 4)
+    )
     write_json(args.header, {
         "format": FORMAT,
         "dtype": tokens.dtype.name,  # little-endian

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class Batch:
     targets: torch.Tensor  # [B, T] int64, -1 at padding
     segments: torch.Tensor  # [B, T] int64, document piece ids of the inputs, 0 = padding
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(*(t.to(device, non_blocking=True) for t in (self.inputs, self.targets, self.segments)))
 
 

@@ -7,8 +7,8 @@ from — and are differentiable unless the caller wraps them in ``torch.no_grad`
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class PairBatch:
     def mask(self) -> torch.Tensor:
         return self.targets >= 0
 
-    def to(self, device) -> "PairBatch":
+    def to(self, device) -> PairBatch:
         return PairBatch(self.inputs.to(device), self.targets.to(device))
 
 

@@ -18,11 +18,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from llmpipe.config import canonical_json, stage_params
-from llmpipe.io import atomic_path, write_json
+from llmpipe.io import atomic_path
 from llmpipe.model.directory import save_model_dir
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.stats import StageStats
-from llmpipe.train import checkpoint, runtime as rt
+from llmpipe.train import checkpoint
+from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, TrainOrder, target_counts, unigram_entropy
 from llmpipe.train.loss import mean_loss
 from llmpipe.train.schedule import lr_at
@@ -151,7 +152,10 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
     tokens_per_step = accum * params["batch_size"] * config.context_length * runtime.world
     flops_per_token, peak = model.flops_per_token(), runtime.peak_flops()
     stopped_early, last_eval = False, {}
-    bar = tqdm(total=params["max_steps"], initial=step, disable=not runtime.is_main, desc="pretrain", unit="step", mininterval=2.0)
+    bar = tqdm(
+        total=params["max_steps"], initial=step, disable=not runtime.is_main, desc="pretrain", unit="step",
+        mininterval=2.0,
+    )
     metrics_fh = open(live_metrics, "a") if runtime.is_main else None
     model.train()
     start_time = time.perf_counter()
