@@ -1,5 +1,13 @@
 """Export a trained Tokenizer as Hugging Face files: tokenizer.json for `tokenizers`, plus
 tokenizer_config.json and special_tokens_map.json for `transformers.PreTrainedTokenizerFast`.
+
+tokenizer_config.json carries a Jinja ``chat_template`` that renders ``llmpipe.tokenizer.chat``'s
+format exactly (``apply_chat_template(messages, add_generation_prompt=True)`` gives
+``chat.prompt_ids``). The special tokens are added tokens with ``special: True``, which
+`tokenizers` splits out of any text before the BPE runs: unlike ``Tokenizer.encode``, the HF
+tokenizer reads a "<|user|>" typed inside content as the special token unless told not to
+(``llmpipe.model.export``'s docstring has what transformers offers for that, and why the
+export leaves ``split_special_tokens`` off).
 """
 from __future__ import annotations
 
@@ -9,6 +17,9 @@ from pathlib import Path
 
 from llmpipe.io import write_json
 from llmpipe.tokenizer.bpe import Tokenizer, TokenizerError
+from llmpipe.tokenizer.chat import END, ROLES, role_token
+
+BOS = "<|bos|>"
 
 
 @functools.cache
@@ -42,14 +53,64 @@ def _hf_pattern(pattern: str) -> str:
     return pattern.replace("{1,3}+", "{1,3}")
 
 
-def tokenizer_json(tok: Tokenizer) -> dict:
-    if tok.merges is None:
-        raise TokenizerError("Hugging Face export needs merges; this vocabulary was loaded from ranks")
+def bpe_merges(tok: Tokenizer) -> list[tuple[int, int]]:
+    """The merges as (left id, right id) in priority order: the learned ones, or for a vocabulary
+    given as ranks (tiktoken files, a byte vocabulary) the pair each multi-byte token is built
+    from by BPE over the tokens ranked below it (how tiktoken vocabularies reach Hugging Face)."""
+    if tok.merges is not None:
+        return list(tok.merges)
+    rank = {t: i for i, t in enumerate(tok.tokens)}
+    merges = []
+    for i, token in enumerate(tok.tokens):
+        if len(token) < 2:
+            continue
+        parts = [token[j : j + 1] for j in range(len(token))]
+        while len(parts) > 2:
+            best, j = min((rank.get(parts[j] + parts[j + 1], i), j) for j in range(len(parts) - 1))
+            if best >= i:
+                break
+            parts[j : j + 2] = [parts[j] + parts[j + 1]]
+        if len(parts) != 2 or parts[0] not in rank or parts[1] not in rank:
+            raise TokenizerError(f"token {i} ({token!r}) is not a merge of two lower-ranked tokens")
+        merges.append((rank[parts[0]], rank[parts[1]]))
+    return merges
+
+
+def hf_token_text(token: bytes) -> str:
+    """A token's bytes as ByteLevel's printable characters (how HF and GGUF vocabularies spell it)."""
     chars = byte_to_unicode()
+    return "".join(chars[b] for b in token)
 
-    def text(token: bytes) -> str:
-        return "".join(chars[b] for b in token)
 
+def chat_template(tok: Tokenizer) -> str | None:
+    """Jinja that renders ``llmpipe.tokenizer.chat.render`` exactly (None when the tokenizer lacks
+    the chat's special tokens): <|bos|>, per message the role token, the content and <|end|>, and
+    <|assistant|> for ``add_generation_prompt``. It raises on what ``chat.check_messages`` rejects.
+    The role tokens are literals (not built from the role name), so transformers'
+    ``sanitize_control_tokens`` and llama.cpp's template checks see them."""
+    if any(t not in tok.special_tokens for t in (BOS, END, *map(role_token, ROLES))):
+        return None
+    roles = "".join(
+        f"{{%- {'if' if i == 0 else 'elif'} message['role'] == '{role}' -%}}{role_token(role)}"
+        for i, role in enumerate(ROLES)
+    )
+    return (
+        f"{{{{- '{BOS}' -}}}}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'system' and not loop.first -%}"
+        "{{- raise_exception('a system message may only come first') -}}{%- endif -%}"
+        "{%- if message['content'] is not string -%}"
+        "{{- raise_exception('message content must be a string') -}}{%- endif -%}"
+        f"{roles}"
+        f"{{%- else -%}}{{{{- raise_exception('role must be one of {', '.join(ROLES)}') -}}}}{{%- endif -%}}"
+        f"{{{{- message['content'] -}}}}{END}"
+        "{%- endfor -%}"
+        f"{{%- if add_generation_prompt -%}}{role_token('assistant')}{{%- endif -%}}"
+    )
+
+
+def tokenizer_json(tok: Tokenizer) -> dict:
+    text = hf_token_text
     return {
         "version": "1.0",
         "truncation": None,
@@ -84,16 +145,17 @@ def tokenizer_json(tok: Tokenizer) -> dict:
             "byte_fallback": False,
             "ignore_merges": True,  # a pre-token that is a whole token maps to it, as in tiktoken
             "vocab": {text(t): i for i, t in enumerate(tok.tokens)},
-            "merges": [[text(tok.tokens[a]), text(tok.tokens[b])] for a, b in tok.merges],
+            "merges": [[text(tok.tokens[a]), text(tok.tokens[b])] for a, b in bpe_merges(tok)],
         },
     }
 
 
 def export_hf(tok: Tokenizer, directory: str | os.PathLike) -> Path:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json; return the dir."""
+    """Write tokenizer.json, tokenizer_config.json (with the chat template) and
+    special_tokens_map.json; return the dir."""
     directory = Path(directory)
     write_json(directory / "tokenizer.json", tokenizer_json(tok))
-    names = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
+    names = {"bos_token": BOS, "eos_token": "<|eos|>", "pad_token": "<|pad|>"}
     present = {k: v for k, v in names.items() if v in tok.special_tokens}
     others = [s for s in tok.special_tokens if s not in present.values()]
     write_json(directory / "special_tokens_map.json", {**present, "additional_special_tokens": others})
@@ -107,6 +169,7 @@ def export_hf(tok: Tokenizer, directory: str | os.PathLike) -> Path:
             "add_eos_token": False,
             **present,
             "additional_special_tokens": others,
+            **({"chat_template": template} if (template := chat_template(tok)) else {}),
         },
     )
     return directory
