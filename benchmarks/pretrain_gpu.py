@@ -1,10 +1,12 @@
 """Pretraining throughput and MFU of the gpt2 preset at context 1024 on one CUDA GPU.
 
-Variants side by side in one run: plain eager fp32 (TF32 matmuls), eager bf16 autocast, and
-bf16 + torch.compile + fused AdamW (what ``llmpipe pretrain`` runs on CUDA).
-MFU counts 6·N + 12·L·H·Q·T flops per token against the device's dense bf16 peak.
+Variants side by side in one run: plain eager fp32 (TF32 matmuls), eager bf16 autocast,
+bf16 + torch.compile + fused AdamW (what ``llmpipe pretrain`` runs on CUDA), and the same with
+the document mask (FlexAttention block mask from segment ids, ~8 documents per row).
+MFU counts 6·N + 12·L·H·Q·T flops per token against the device's dense bf16 peak. Before timing,
+``--check-flex`` compares FlexAttention's gradients with the dense mask's on the GPU.
 
-    python benchmarks/pretrain_gpu.py [--batch 32] [--steps 20] [--preset gpt2]
+    python benchmarks/pretrain_gpu.py [--batch 32] [--steps 20] [--preset gpt2] [--check-flex]
 """
 from __future__ import annotations
 
@@ -17,19 +19,43 @@ from llmpipe.model.device import pick_device
 from llmpipe.model.gpt import GPT, GPTConfig
 from llmpipe.train.runtime import Runtime
 
-VARIANTS = {  # name -> (autocast dtype, compile)
-    "eager fp32 (tf32)": (torch.float32, False),
-    "eager bf16": (torch.bfloat16, False),
-    "compile bf16": (torch.bfloat16, True),
+VARIANTS = {  # name -> (autocast dtype, compile, document mask)
+    "eager fp32 (tf32)": (torch.float32, False, False),
+    "eager bf16": (torch.bfloat16, False, False),
+    "compile bf16": (torch.bfloat16, True, False),
+    "compile bf16 + document mask (flex)": (torch.bfloat16, True, True),
 }
 
 
+def document_segments(batch: int, length: int, documents: int, device) -> torch.Tensor:
+    """Segment ids [batch, length]: ``documents`` equal documents per row, numbered from 1."""
+    return (torch.arange(length, device=device) * documents // length + 1).expand(batch, length).contiguous()
+
+
+def check_flex_gradients(config: GPTConfig, device) -> float:
+    """Largest relative gradient difference between the FlexAttention and dense-mask paths (fp32)."""
+    torch.manual_seed(0)
+    small = GPTConfig(**{**config.to_dict(), "n_layer": 2, "context_length": 256})
+    model = GPT(small).to(device)
+    x = torch.randint(0, small.vocab_size, (4, small.context_length), device=device)
+    y = torch.roll(x, -1, dims=1)
+    segments = document_segments(4, small.context_length, 5, device)
+    grads = []
+    for flex in (False, True):
+        model.zero_grad(set_to_none=True)
+        _, loss = model(x, y, segments=segments, flex=flex)
+        loss.backward()
+        grads.append([p.grad.detach().clone() for p in model.parameters()])
+    return max(float((a - b).norm() / b.norm().clamp(min=1e-12)) for a, b in zip(*grads))
+
+
 def train_step(
-    forward, model: GPT, optimizer: torch.optim.Optimizer, runtime: Runtime, x: torch.Tensor, y: torch.Tensor
+    forward, model: GPT, optimizer: torch.optim.Optimizer, runtime: Runtime, x: torch.Tensor, y: torch.Tensor,
+    segments: torch.Tensor | None = None,
 ) -> None:
     """One optimizer step: ``forward`` is ``model`` itself or its ``torch.compile`` wrapper."""
     with runtime.autocast():
-        _, loss = forward(x, y)
+        _, loss = forward(x, y, segments=segments)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
@@ -37,7 +63,7 @@ def train_step(
 
 
 def measure(
-    config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, device
+    config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, document_mask: bool, device
 ) -> tuple[float, float]:
     """(tokens/s, MFU) over ``steps`` optimizer steps after warm-up."""
     torch.manual_seed(0)
@@ -47,13 +73,14 @@ def measure(
     runtime = Runtime(device, dtype)
     x = torch.randint(0, config.vocab_size, (batch, config.context_length), device=device)
     y = torch.roll(x, -1, dims=1)
+    segments = document_segments(batch, config.context_length, 8, device) if document_mask else None
 
     for _ in range(5 if compiled else 3):  # compilation, autotuning, allocator warm-up
-        train_step(forward, model, optimizer, runtime, x, y)
+        train_step(forward, model, optimizer, runtime, x, y, segments)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(forward, model, optimizer, runtime, x, y)
+        train_step(forward, model, optimizer, runtime, x, y, segments)
     torch.cuda.synchronize()
     tokens_per_s = batch * config.context_length * steps / (time.perf_counter() - start)
     peak = runtime.peak_flops() or float("nan")
@@ -75,6 +102,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--check-flex", action="store_true", help="FlexAttention vs dense-mask gradients")
     args = parser.parse_args()
     device = pick_device("auto")
     if device.type != "cuda":
@@ -84,6 +112,9 @@ def main() -> None:
     config = GPTConfig.from_preset(args.preset, vocab_size=args.vocab_size, context_length=args.context)
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, preset {args.preset}, "
           f"batch {args.batch} x {args.context}, {model_flops(config) / 1e9:.2f} GFLOP/token")
+    if args.check_flex:
+        print(f"FlexAttention vs dense document mask, fp32 gradients: max relative difference "
+              f"{check_flex_gradients(config, device):.2e}")
     print("| variant | tokens/s | MFU |\n|---|---|---|")
     for name in args.variants:
         try:

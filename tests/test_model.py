@@ -103,3 +103,16 @@ def test_bad_dimensions_name_the_problem():
         GPTConfig.from_preset("huge")
     with pytest.raises(ValueError, match="context_length"):
         small_model()(torch.zeros(1, 33, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+def test_flex_attention_document_mask_equals_the_dense_mask_forward(n_kv_head):
+    """FlexAttention's block mask (what CUDA training uses) gives the dense mask's logits; torch 2.13
+    runs its forward eagerly on CPU (no CPU backward: benchmarks/pretrain_gpu.py checks gradients)."""
+    model = small_model(n_kv_head=n_kv_head)
+    idx = torch.randint(0, 97, (3, 32))
+    segments = torch.tensor([[1] * 10 + [2] * 15 + [3] * 5 + [0] * 2, [1] * 32, [1] * 3 + [2] * 4 + [0] * 25])
+    with torch.no_grad():
+        dense, _ = model(idx, segments=segments, flex=False)
+        flex, _ = model(idx, segments=segments, flex=True)
+    assert (dense - flex).abs().max() < 1e-5

@@ -2,6 +2,10 @@
 
 Config and presets, RMSNorm, RoPE, attention (SDPA, optional GQA, document mask, KV cache),
 SwiGLU MLP, block, model with ``forward(idx, targets=None, segments=None)``, init, optimizer.
+
+The document mask is a dense boolean mask for SDPA on CPU (and in KV-cached decoding), which rules
+out SDPA's flash kernel; on CUDA training and scoring use FlexAttention (Dong et al. 2024) with a
+block mask built from the segment ids, so fully masked blocks are skipped and a fused kernel runs.
 """
 from __future__ import annotations
 
@@ -113,6 +117,24 @@ def attention_mask(
     return (causal[None] & same_doc)[:, None]
 
 
+def document_block_mask(segments: torch.Tensor):
+    """FlexAttention's block mask of ``attention_mask(segments, segments, 0)``: causal, within
+    documents, padding (segment 0) attending only to padding — the same rule, evaluated per block."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_document_causal(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & (segments[b, q_idx] == segments[b, kv_idx])
+
+    B, T = segments.shape
+    return create_block_mask(same_document_causal, B, None, T, T, device=segments.device)
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask, enable_gqa: bool) -> torch.Tensor:
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return flex(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
+
+
 class KVCache:
     """Keys, values and segment ids of the positions seen so far, for incremental decoding."""
 
@@ -149,7 +171,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.n_embd, kv_dim, bias=False)
         self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None):
+    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, block_mask=None):
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -157,6 +179,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
+        if block_mask is not None:
+            y = flex_attention(q, k, v, block_mask, self.n_kv_head != self.n_head)
+            return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
         # no mask: plain causal, which lets CUDA pick the flash kernel
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None,
@@ -188,8 +213,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.n_embd, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask=None, cache=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def forward(self, x, cos, sin, mask=None, cache=None, block_mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, block_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -223,26 +248,34 @@ class GPT(nn.Module):
         segments: torch.Tensor | None = None,
         cache: KVCache | None = None,
         reduction: str = "mean",
+        flex: bool | None = None,
     ):
         """Logits [B, T, V] and, given targets (-1 = ignore), the cross-entropy loss.
 
         ``segments`` [B, T] (document ids, 0 = padding) keeps attention within documents;
-        ``cache`` continues from the positions it holds and appends these.
+        ``cache`` continues from the positions it holds and appends these. ``flex`` picks
+        FlexAttention for the document mask (default: on CUDA without a cache; torch 2.13 has
+        no FlexAttention backward on CPU, so CPU training keeps the dense mask).
         """
         B, T = idx.shape
         pos = cache.pos if cache is not None else 0
         if pos + T > self.config.context_length:
             raise ValueError(f"sequence of {pos + T} tokens > context_length {self.config.context_length}")
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]
-        mask = None
+        mask = block_mask = None
         if cache is not None:
             query_segments = segments if segments is not None else torch.ones_like(idx)
             mask = attention_mask(query_segments, cache.add_segments(query_segments), pos)
         elif segments is not None:
-            mask = attention_mask(segments, segments, 0)
+            if flex is None:
+                flex = idx.device.type == "cuda"
+            if flex:
+                block_mask = document_block_mask(segments)
+            else:
+                mask = attention_mask(segments, segments, 0)
         x = self.embed_tokens(idx)
         for block in self.layers:
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, cos, sin, mask, cache, block_mask)
         if cache is not None:
             cache.pos += T
         logits = self.lm_head(self.norm(x))
