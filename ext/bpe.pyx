@@ -1,7 +1,11 @@
 """Compiled core of llmpipe's byte-level BPE: pre-token counting, trainer, encoder, decoder.
 
 Thin wrappers over ext/bpe_core.h that release the GIL around the C work; the Python class
-``llmpipe.tokenizer.Tokenizer`` owns validation and the user-facing API.
+``llmpipe.tokenizer.Tokenizer`` owns the user-facing API. The C code trusts its arguments
+(bounds checks are off), so every entry here checks them first and raises ValueError or
+TypeError instead: segment offsets (non-decreasing, first >= 0, last <= the buffer), the
+class table's length, the byte order, token ids, array types (memoryviews reject None and
+wrong dtypes), and objects shared between threads (one writer, or readers, at a time).
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -20,6 +24,7 @@ cdef extern from "Python.h":
     PyObject *PyList_GET_ITEM(object lst, Py_ssize_t i)
     void PyList_SET_ITEM(object lst, Py_ssize_t i, PyObject *item)  # steals the reference
     void Py_INCREF(PyObject *o)
+    void PyObject_GC_UnTrack(void *o)
 
 
 cdef extern from "<pthread.h>" nogil:
@@ -56,6 +61,8 @@ cdef extern from "bpe_core.h" nogil:
         uint32_t *merges
         size_t nmerges
 
+    int BPE_TOO_LONG
+    int64_t bpe_check_offsets(const int64_t *off, size_t n, int64_t len)
     int bmap_init(bmap *m, size_t cap)
     void bmap_free(bmap *m)
     int bmap_add_all(bmap *dst, const bmap *src)
@@ -84,6 +91,41 @@ cdef extern from "bpe_core.h" nogil:
 
 
 cdef const uint8_t *_EMPTY = b""
+N_CODE_POINTS = 0x110000  # the class table holds one byte per code point
+
+
+cdef int _check_offsets(const int64_t[::1] offsets, Py_ssize_t length, str what) except -1:
+    """Raise ValueError unless 0 <= offsets[0] <= ... <= offsets[-1] <= length (O(n), no GIL)."""
+    cdef size_t n = offsets.shape[0]
+    cdef int64_t bad
+    if n < 1:
+        raise ValueError(f"{what} offsets are empty: they need at least one value (0 segments)")
+    with nogil:
+        bad = bpe_check_offsets(&offsets[0], n, length)
+    if bad < 0:
+        return 0
+    if bad == 0 and offsets[0] < 0:
+        raise ValueError(f"{what} offsets[0] = {offsets[0]} is negative")
+    if offsets[bad] > length and (bad == 0 or offsets[bad] >= offsets[bad - 1]):
+        raise ValueError(f"{what} offsets[{bad}] = {offsets[bad]} is past the end of the {length}-byte buffer")
+    raise ValueError(f"{what} offsets decrease: offsets[{bad}] = {offsets[bad]} < offsets[{bad - 1}] = "
+                     f"{offsets[bad - 1]}")
+
+
+cdef int _check_classes(const uint8_t[::1] cls) except -1:
+    if cls.shape[0] != N_CODE_POINTS:
+        raise ValueError(f"the character class table holds {cls.shape[0]} bytes, not one per code point "
+                         f"({N_CODE_POINTS})")
+    return 0
+
+
+cdef int _raise_for(int rc, str what) except -1:
+    """Turn a C error code into an exception; 0 is success."""
+    if rc == BPE_TOO_LONG:
+        raise ValueError(f"{what}: a pre-token is longer than 2 GiB")
+    if rc:
+        raise MemoryError(what)
+    return 0
 
 
 cdef inline const uint8_t *_ptr(const uint8_t[::1] buf) noexcept nogil:
@@ -119,8 +161,27 @@ cdef object _ids_array(const u32buf *out):
 
 
 cdef class PreTokenCounts:
-    """Counts of unique pre-tokens (byte strings); one per thread, merged at the end."""
+    """Counts of unique pre-tokens (byte strings); one per thread, merged at the end.
+
+    The C work runs without the GIL, so the object guards itself against sharing: while one
+    thread adds (or merges) into it, any other use raises RuntimeError, and while threads
+    read it (merging it elsewhere, building a Trainer), adding to it does."""
     cdef bmap m
+    cdef int writing, reading
+    cdef size_t changes  # bumped by every add and merge: items() notices
+
+    cdef int _start_write(self) except -1:
+        if self.writing or self.reading:
+            raise RuntimeError("PreTokenCounts is in use by another thread; give each thread its own")
+        self.writing = 1
+        self.changes += 1
+        return 0
+
+    cdef int _start_read(self) except -1:
+        if self.writing:
+            raise RuntimeError("PreTokenCounts is being added to by another thread")
+        self.reading += 1
+        return 0
 
     def __cinit__(self):
         if bmap_init(&self.m, 1 << 16):
@@ -129,25 +190,41 @@ cdef class PreTokenCounts:
     def __dealloc__(self):
         bmap_free(&self.m)
 
-    def add(self, const uint8_t[::1] buf, const int64_t[::1] offsets, bint split, const uint8_t[::1] cls):
+    def add(self, const uint8_t[::1] buf not None, const int64_t[::1] offsets not None, bint split,
+            const uint8_t[::1] cls not None):
         """Count the pre-tokens of segments buf[offsets[k]:offsets[k+1]] (split with the
-        GPT-4 splitter), or each segment as one pre-token (split=False)."""
+        GPT-4 splitter, whose class table `cls` has one byte per code point), or each segment
+        as one pre-token (split=False)."""
+        _check_offsets(offsets, buf.shape[0], "pre-token")
+        _check_classes(cls)
         cdef size_t nseg = offsets.shape[0] - 1
         cdef int rc
-        if offsets.shape[0] < 1 or offsets[nseg] > buf.shape[0]:
-            raise ValueError("offsets do not fit the buffer")
-        with nogil:
-            rc = bpe_count(&self.m, _ptr(buf), &offsets[0], nseg, split, &cls[0])
-        if rc:
-            raise MemoryError("pre-token counts")
+        self._start_write()
+        try:
+            with nogil:
+                rc = bpe_count(&self.m, _ptr(buf), &offsets[0], nseg, split, &cls[0])
+        finally:
+            self.writing = 0
+        _raise_for(rc, "pre-token counts")
 
-    def merge(self, PreTokenCounts other):
-        """Add other's counts into these."""
+    def merge(self, PreTokenCounts other not None):
+        """Add other's counts into these (other may be self: then every count doubles)."""
         cdef int rc
-        with nogil:
-            rc = bmap_add_all(&self.m, &other.m)
-        if rc:
-            raise MemoryError("pre-token counts")
+        self._start_write()
+        if other is not self:
+            try:
+                other._start_read()
+            except BaseException:
+                self.writing = 0
+                raise
+        try:
+            with nogil:
+                rc = bmap_add_all(&self.m, &other.m)
+        finally:
+            self.writing = 0
+            if other is not self:
+                other.reading -= 1
+        _raise_for(rc, "pre-token counts")
 
     def __len__(self):
         return self.m.n
@@ -155,8 +232,11 @@ cdef class PreTokenCounts:
     def items(self):
         """(pre-token bytes, count) pairs, in no particular order."""
         cdef size_t i
+        cdef size_t changes = self.changes
         cdef bmap_entry *e
-        for i in range(self.m.cap):
+        for i in range(self.m.cap):  # a writer must take the GIL to start: checked each step
+            if self.changes != changes or self.writing:
+                raise RuntimeError("PreTokenCounts changed during items()")
             e = &self.m.t[i]
             if e.hash:
                 yield (<const char *>self.m.keys.a)[e.off:e.off + e.len], e.val
@@ -165,29 +245,56 @@ cdef class PreTokenCounts:
 cdef class Trainer:
     """Learns merges from pre-token counts; run() in chunks so a progress bar can advance."""
     cdef bpe_trainer *t
+    cdef int running  # run() releases the GIL: a second thread may not run or read meanwhile
 
-    def __cinit__(self, PreTokenCounts counts, const uint32_t[::1] byte_order):
+    def __cinit__(self, PreTokenCounts counts not None, const uint32_t[::1] byte_order not None):
         if byte_order.shape[0] != 256:
-            raise ValueError("byte_order must hold 256 keys")
-        with nogil:
-            self.t = bpe_trainer_new(&counts.m, &byte_order[0])
+            raise ValueError(f"byte_order must hold 256 keys, not {byte_order.shape[0]}")
+        cdef int seen[256]
+        cdef int b
+        for b in range(256):
+            seen[b] = 0
+        for b in range(256):
+            if byte_order[b] >= 256 or seen[byte_order[b]]:
+                raise ValueError(f"byte_order must be a permutation of 0..255 (byte_order[{b}] = {byte_order[b]})")
+            seen[byte_order[b]] = 1
+        counts._start_read()
+        try:
+            with nogil:
+                self.t = bpe_trainer_new(&counts.m, &byte_order[0])
+        finally:
+            counts.reading -= 1
         if self.t == NULL:
             raise MemoryError("BPE trainer")
 
     def __dealloc__(self):
         bpe_trainer_free(self.t)
 
-    def run(self, size_t todo):
+    cdef int _claim(self) except -1:
+        if self.running:
+            raise RuntimeError("this Trainer is running in another thread")
+        self.running = 1
+        return 0
+
+    def run(self, Py_ssize_t todo):
         """Learn up to `todo` more merges; return the number learned so far."""
         cdef int64_t done
-        with nogil:
-            done = bpe_trainer_run(self.t, todo)
+        if todo < 0:
+            raise ValueError(f"todo = {todo} merges is negative")
+        self._claim()
+        try:
+            with nogil:
+                done = bpe_trainer_run(self.t, todo)
+        finally:
+            self.running = 0
         if done < 0:
             raise MemoryError("BPE trainer")
         return done
 
     def merges(self):
         """The learned merges as an [n, 2] uint32 array of (left id, right id)."""
+        if self.running:
+            raise RuntimeError("this Trainer is running in another thread")
         out = np.empty((self.t.nmerges, 2), dtype=np.uint32)
         cdef uint32_t[:, ::1] view = out
         if self.t.nmerges:
@@ -198,17 +305,24 @@ cdef class Trainer:
 cdef class Encoder:
     """Token bytes -> ids with merge ranks in a C hash table and a per-process piece cache."""
     cdef bpe_encoder *e
-    cdef object cls  # the class table must outlive the encoder
+    cdef const uint8_t[::1] cls  # the class table, held (its buffer exported) as long as the encoder
     cdef list id_objs  # one int object per id, shared by every list id_lists returns
 
-    def __cinit__(self, const uint8_t[::1] tokens, const int64_t[::1] offsets, uint32_t n_ordinary,
-                  cls):
+    def __cinit__(self, const uint8_t[::1] tokens not None, const int64_t[::1] offsets not None,
+                  Py_ssize_t n_ordinary, const uint8_t[::1] cls not None):
+        """Token k is tokens[offsets[k]:offsets[k+1]]; the first n_ordinary are ordinary
+        (id = merge rank), the rest special; cls is the splitter's class table."""
+        _check_offsets(offsets, tokens.shape[0], "token")
+        _check_classes(cls)
+        if <size_t>offsets.shape[0] - 1 >= 0xFFFFFFFF:
+            raise ValueError(f"{offsets.shape[0] - 1} tokens do not fit uint32 ids")
         cdef uint32_t n_tokens = offsets.shape[0] - 1
+        if n_ordinary < 0 or n_ordinary > n_tokens:
+            raise ValueError(f"n_ordinary = {n_ordinary} is not in [0, {n_tokens}] (the tokens)")
         cdef int64_t bad = -1
-        cdef const uint8_t[::1] table = cls
         self.cls = cls
         with nogil:
-            self.e = bpe_encoder_new(_ptr(tokens), &offsets[0], n_tokens, n_ordinary, &table[0], &bad)
+            self.e = bpe_encoder_new(_ptr(tokens), &offsets[0], n_tokens, <uint32_t>n_ordinary, &cls[0], &bad)
         if self.e == NULL:
             raise MemoryError("BPE encoder")
         if bad >= n_tokens:
@@ -221,32 +335,33 @@ cdef class Encoder:
         if self.e != NULL:
             bpe_encoder_free(self.e)
 
-    def encode(self, const uint8_t[::1] buf, const int64_t[::1] offsets, bint split):
+    def encode(self, const uint8_t[::1] buf not None, const int64_t[::1] offsets not None, bint split):
         """Encode segments buf[offsets[k]:offsets[k+1]]; return (ids uint32, ends int64)."""
+        _check_offsets(offsets, buf.shape[0], "segment")
         cdef size_t nseg = offsets.shape[0] - 1
         cdef u32buf out = u32buf(NULL, 0, 0)
         cdef int rc
-        if offsets.shape[0] < 1 or offsets[nseg] > buf.shape[0]:
-            raise ValueError("offsets do not fit the buffer")
         ends = np.empty(nseg, dtype=np.int64)
         cdef int64_t[::1] ends_view = ends
         try:
             with nogil:
                 rc = bpe_encode(self.e, _ptr(buf), &offsets[0], nseg, split, &out,
                                 &ends_view[0] if nseg else NULL)
-            if rc:
-                raise MemoryError("BPE encode")
+            _raise_for(rc, "BPE encode")
             return _ids_array(&out), ends
         finally:
             free(out.a)
 
-    def encode_batch(self, list texts, size_t chunk_chars, int num_threads):
-        """One list of ids per str (GPT-4 split), on `num_threads` threads, this one included.
+    def encode_batch(self, list texts not None, Py_ssize_t chunk_chars, Py_ssize_t num_threads):
+        """One list of ids per str (GPT-4 split), on `num_threads` threads, this one included
+        (fewer than 1 means this one alone, more than 65 are 65).
 
         Worker threads (plain C, never needing the GIL) and this thread encode chunks of about
         `chunk_chars` code points, UTF-8 conversion included, reading the strs in place (the
         list keeps them alive); this thread alone makes the Python lists, chunk by chunk in
         order, and encodes untaken chunks whenever the next one is not done yet."""
+        if chunk_chars < 0:
+            raise ValueError(f"chunk_chars = {chunk_chars} is negative")
         texts = list(texts)  # our own reference to every str the workers read
         cdef size_t n = len(texts), c, k
         cdef ucs_text *views = <ucs_text *>malloc((n + 1) * sizeof(ucs_text))
@@ -262,18 +377,17 @@ cdef class Encoder:
             for k in range(n):
                 _view(texts[k], k, &views[k], keep)
             with nogil:
-                rc = bpe_batch_init(&b, self.e, views, n, chunk_chars)
+                rc = bpe_batch_init(&b, self.e, views, n, <size_t>chunk_chars)
                 inited = True
                 if rc == 0:
-                    started = bpe_batch_start(&b, tids, min(max(num_threads - 1, 0), 64))
+                    started = bpe_batch_start(&b, tids, <int>min(max(num_threads - 1, 0), 64))
             if rc:
                 raise MemoryError("BPE encode")
             result = PyList_New(<Py_ssize_t>n)
             for c in range(b.nchunks):
                 with nogil:
                     rc = bpe_batch_wait(&b, c)
-                if rc:
-                    raise MemoryError("BPE encode")
+                _raise_for(rc, "BPE encode")
                 self._fill_lists(result, b.bounds[c], b.bounds[c + 1], b.ids[c].a, b.ends)
                 free(b.ids[c].a)
                 b.ids[c].a = NULL
@@ -287,11 +401,17 @@ cdef class Encoder:
 
     cdef int _fill_lists(self, list result, size_t lo, size_t hi, const uint32_t *ids,
                          const int64_t *ends) except -1:
-        """result[k] = ids[ends[k-1]:ends[k]] as a list for lo <= k < hi (ends restart at lo)."""
+        """result[k] = ids[ends[k-1]:ends[k]] as a list for lo <= k < hi (ends restart at lo).
+
+        The lists hold only ints, so no reference cycle: they are left untracked by the cycle
+        collector, which would otherwise walk every id of every list at each collection that
+        creating tens of thousands of lists triggers (~40% of encode_batch's time). The one
+        cost: a caller who puts such a list inside itself makes a cycle only it can break."""
         cdef size_t k, j, start = 0
         cdef PyObject *item
         for k in range(lo, hi):
             seg = PyList_New(<Py_ssize_t>(ends[k] - start))
+            PyObject_GC_UnTrack(<PyObject *>seg)
             for j in range(start, <size_t>ends[k]):
                 item = PyList_GET_ITEM(self.id_objs, ids[j])
                 Py_INCREF(item)
@@ -301,7 +421,7 @@ cdef class Encoder:
             PyList_SET_ITEM(result, k, <PyObject *>seg)
         return 0
 
-    def id_lists(self, const uint32_t[::1] ids, const int64_t[::1] ends):
+    def id_lists(self, const uint32_t[::1] ids not None, const int64_t[::1] ends not None):
         """Python lists of ids[ends[k-1]:ends[k]], one per segment, as encode() returns them.
 
         Every list holds the same int object for the same id (made once, with the encoder),
@@ -318,7 +438,7 @@ cdef class Encoder:
             self._fill_lists(result, 0, nseg, &ids[0] if ids.shape[0] else NULL, &ends[0])
         return result
 
-    def decode(self, const int64_t[::1] ids):
+    def decode(self, const int64_t[::1] ids not None):
         """The concatenated bytes of ids."""
         cdef bytebuf out = bytebuf(NULL, 0, 0)
         cdef int64_t bad = -1

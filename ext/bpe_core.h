@@ -2,7 +2,9 @@
  * Everything here runs without the GIL; ext/bpe.pyx is the thin Python-facing wrapper.
  *
  * Conventions: a token is identified by its id, which is also its merge rank (lower merges
- * first). Functions returning int give 0 on success and -1 when out of memory.
+ * first). Functions returning int give 0 on success, -1 when out of memory and BPE_TOO_LONG
+ * for a pre-token of more than BPE_MAX_PIECE bytes (merge positions are int32, and pre-token
+ * lengths uint32). Callers (ext/bpe.pyx) check every array argument before calling in.
  */
 #ifndef LLMPIPE_BPE_CORE_H
 #define LLMPIPE_BPE_CORE_H
@@ -11,6 +13,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BPE_TOO_LONG (-2)
+#define BPE_MAX_PIECE ((size_t)INT32_MAX)
+
+/* The first k breaking 0 <= off[0] <= off[1] <= ... <= off[n-1] <= len, or -1 when none
+ * does: segment offsets are safe to read buf[off[k]:off[k+1]] with, for every k. */
+static int64_t bpe_check_offsets(const int64_t *off, size_t n, int64_t len) {
+    int64_t prev = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (off[k] < prev) return (int64_t)k;
+        prev = off[k];
+    }
+    return n && prev > len ? (int64_t)(n - 1) : -1;
+}
 
 /* ------------------------------------------------------------------ hashing */
 
@@ -417,12 +433,71 @@ static inline void push_pair(const bpe_encoder *e, bpe_work *w, int32_t i) {
     if (m) heap_push(w->heap, &w->hn, ((uint64_t)*m << 32) | (uint32_t)i);
 }
 
-/* BPE of one piece: repeatedly merge the adjacent pair whose concatenation has the lowest
- * rank, leftmost first on ties (tiktoken's rule); a heap with lazy invalidation keeps long
- * pieces O(n log n). A piece that is itself a token is emitted whole, as tiktoken does. */
-static int bpe_piece(const bpe_encoder *e, const uint8_t *p, size_t n, bpe_work *w, u32buf *out) {
+#define BPE_SMALL_PIECE 64
+#define BPE_NO_PAIR UINT32_MAX
+
+/* The id merging pair `key` (which is also its rank), or BPE_NO_PAIR; i is the key's home slot. */
+static inline uint32_t pair_rank_at(const pmap *m, uint64_t key, size_t i) {
+    size_t mask = m->cap - 1;
+    for (;;) {
+        uint64_t k = m->t[i].key;
+        if (k == key) return (uint32_t)m->t[i].val;
+        if (k == PMAP_EMPTY) return BPE_NO_PAIR;
+        i = (i + 1) & mask;
+    }
+}
+
+static inline uint32_t pair_rank(const pmap *m, uint32_t l, uint32_t r) {
+    uint64_t key = pair_key(l, r);
+    return pair_rank_at(m, key, bpe_mix(key) & (m->cap - 1));
+}
+
+/* bpe_piece's rule for pieces of at most BPE_SMALL_PIECE bytes, in arrays on the stack: the
+ * rank of every adjacent pair, a scan for the lowest (the first of equals), then only the two
+ * pairs beside the merge are looked up again. The first lookups are independent: their table
+ * slots (and the whole-piece slot) are prefetched together, so their cache misses overlap. */
+static int bpe_piece_small(const bpe_encoder *e, const uint8_t *p, size_t n, uint64_t h, u32buf *out) {
+    uint32_t id[BPE_SMALL_PIECE], rank[BPE_SMALL_PIECE];
+    size_t slot[BPE_SMALL_PIECE];
+    const pmap *pm = &e->pairs;
+    size_t mask = pm->cap - 1;
+    __builtin_prefetch(&e->vocab.t[h & (e->vocab.cap - 1)]);
+    for (size_t i = 0; i < n; i++) id[i] = e->byte_id[p[i]];
+    for (size_t i = 0; i + 1 < n; i++) {
+        slot[i] = bpe_mix(pair_key(id[i], id[i + 1])) & mask;
+        __builtin_prefetch(&pm->t[slot[i]]);
+    }
+    int64_t *whole = bmap_find(&e->vocab, p, n, h);
+    if (whole) return u32_push(out, (uint32_t)*whole);
+    for (size_t i = 0; i + 1 < n; i++) rank[i] = pair_rank_at(pm, pair_key(id[i], id[i + 1]), slot[i]);
+    size_t m = n; /* parts left: id[0..m-1], rank[k] merges id[k] and id[k+1] */
+    while (m > 1) {
+        size_t k = 0;
+        for (size_t i = 1; i + 1 < m; i++)
+            if (rank[i] < rank[k]) k = i;
+        if (rank[k] == BPE_NO_PAIR) break;
+        id[k] = rank[k];
+        memmove(id + k + 1, id + k + 2, (m - k - 2) * sizeof id[0]);
+        if (k + 2 < m) memmove(rank + k + 1, rank + k + 2, (m - k - 3) * sizeof rank[0]);
+        m--;
+        if (k > 0) rank[k - 1] = pair_rank(pm, id[k - 1], id[k]);
+        if (k + 1 < m) rank[k] = pair_rank(pm, id[k], id[k + 1]);
+    }
+    if (grow((void **)&out->a, &out->cap, out->n + m, 4)) return -1;
+    memcpy(out->a + out->n, id, m * sizeof id[0]);
+    out->n += m;
+    return 0;
+}
+
+/* BPE of one piece (h: its bpe_hash): repeatedly merge the adjacent pair whose concatenation
+ * has the lowest rank, leftmost first on ties (tiktoken's rule); for long pieces a heap with
+ * lazy invalidation keeps this O(n log n). A piece that is itself a token is emitted whole,
+ * as tiktoken does. */
+static int bpe_piece(const bpe_encoder *e, const uint8_t *p, size_t n, uint64_t h, bpe_work *w, u32buf *out) {
     if (n == 1) return u32_push(out, e->byte_id[p[0]]);
-    int64_t *whole = bmap_find(&e->vocab, p, n, bpe_hash(p, n));
+    if (n <= BPE_SMALL_PIECE) return bpe_piece_small(e, p, n, h, out);
+    if (n > BPE_MAX_PIECE) return BPE_TOO_LONG;
+    int64_t *whole = bmap_find(&e->vocab, p, n, h);
     if (whole) return u32_push(out, (uint32_t)*whole);
     if (work_reserve(w, n)) return -1;
     for (size_t i = 0; i < n; i++) {
@@ -452,9 +527,12 @@ static int bpe_piece(const bpe_encoder *e, const uint8_t *p, size_t n, bpe_work 
     return 0;
 }
 
-static int cache_piece(const bpe_encoder *e, bpe_cache *c, const uint8_t *p, size_t n, bpe_work *w, u32buf *out) {
-    if (!c || n > BPE_CACHE_MAX_PIECE || n == 1) return bpe_piece(e, p, n, w, out);
-    uint64_t h = bpe_hash(p, n);
+/* Encode one piece through the cache (h: its bpe_hash, 0 when not computed yet). */
+static int cache_piece(const bpe_encoder *e, bpe_cache *c, const uint8_t *p, size_t n, uint64_t h, bpe_work *w,
+                       u32buf *out) {
+    if (n == 1) return u32_push(out, e->byte_id[p[0]]);
+    if (!h && n <= BPE_MAX_PIECE) h = bpe_hash(p, n);
+    if (!c || n > BPE_CACHE_MAX_PIECE) return bpe_piece(e, p, n, h, w, out);
     int64_t *hit = bmap_find(&c->map, p, n, h);
     if (hit) {
         size_t off = (size_t)(*hit >> 8), cnt = (size_t)(*hit & 0xff);
@@ -464,7 +542,8 @@ static int cache_piece(const bpe_encoder *e, bpe_cache *c, const uint8_t *p, siz
         return 0;
     }
     size_t start = out->n;
-    if (bpe_piece(e, p, n, w, out)) return -1;
+    int rc = bpe_piece(e, p, n, h, w, out);
+    if (rc) return rc;
     if (c->map.n >= BPE_CACHE_MAX_ENTRIES) { bmap_clear(&c->map); c->ids.n = 0; }
     size_t off = c->ids.n, cnt = out->n - start;
     if (grow((void **)&c->ids.a, &c->ids.cap, off + cnt, 4)) return 0; /* cache is optional */
@@ -496,12 +575,23 @@ static int bpe_encode(bpe_encoder *e, const uint8_t *buf, const int64_t *off, si
         const uint8_t *s = buf + off[k];
         size_t n = (size_t)(off[k + 1] - off[k]);
         if (!split) {
-            if (n) rc = cache_piece(e, c, s, n, &w, out);
-        } else {
-            for (size_t i = 0; i < n && rc == 0;) {
-                size_t j = gpt4_next(s, n, i, e->cls);
-                rc = cache_piece(e, c, s + i, j - i, &w, out);
+            if (n) rc = cache_piece(e, c, s, n, 0, &w, out);
+        } else if (n) {
+            /* one piece ahead: its hash is computed, and its cache slot prefetched, while
+             * this one is encoded, so cache misses overlap with work */
+            size_t i = 0, j = gpt4_next(s, n, 0, e->cls);
+            uint64_t h = 0;
+            while (rc == 0 && i < n) {
+                size_t j2 = j < n ? gpt4_next(s, n, j, e->cls) : n;
+                uint64_t h2 = 0;
+                if (c && j2 - j > 1 && j2 - j <= BPE_CACHE_MAX_PIECE) {
+                    h2 = bpe_hash(s + j, j2 - j);
+                    __builtin_prefetch(&c->map.t[h2 & (c->map.cap - 1)]);
+                }
+                rc = cache_piece(e, c, s + i, j - i, h, &w, out);
                 i = j;
+                j = j2;
+                h = h2;
             }
         }
         ends[k] = (int64_t)out->n;
@@ -523,7 +613,7 @@ typedef struct {
     size_t nchunks;
     u32buf *ids;            /* per chunk */
     int64_t *ends;          /* per text: ids of its chunk up to its end */
-    int *state;             /* per chunk: 0 untaken, 1 taken, 2 done, -1 out of memory */
+    int *state;             /* per chunk: 0 untaken, 1 taken, 2 done, <0 an error code */
     size_t next;            /* first untaken chunk */
     pthread_mutex_t mu;
     pthread_cond_t done;
@@ -571,13 +661,13 @@ static void batch_encode_chunk(bpe_batch *b, size_t c) {
     uint8_t *buf = NULL;
     u32buf ids = {0}; /* local: chunks' buffers share cache lines, and every id moves ids.n */
     int64_t *off = malloc((n + 1) * sizeof(int64_t));
-    int rc = !off || ucs_pack(b->texts + lo, n, &buf, off) ||
-             bpe_encode(b->e, buf, off, n, 1, &ids, b->ends + lo);
+    int rc = !off || ucs_pack(b->texts + lo, n, &buf, off) ? -1
+           : bpe_encode(b->e, buf, off, n, 1, &ids, b->ends + lo);
     free(buf);
     free(off);
     pthread_mutex_lock(&b->mu);
     b->ids[c] = ids;
-    b->state[c] = rc ? -1 : 2;
+    b->state[c] = rc ? rc : 2;
     pthread_cond_broadcast(&b->done);
     pthread_mutex_unlock(&b->mu);
 }
@@ -589,15 +679,15 @@ static void *bpe_batch_worker(void *arg) {
     return NULL;
 }
 
-/* Wait until chunk c is encoded, encoding untaken chunks meanwhile: 0, or -1 when chunk c
- * ran out of memory. */
+/* Wait until chunk c is encoded, encoding untaken chunks meanwhile: 0, or chunk c's error
+ * code (-1 out of memory, BPE_TOO_LONG). */
 static int bpe_batch_wait(bpe_batch *b, size_t c) {
     size_t d;
     for (;;) {
         pthread_mutex_lock(&b->mu);
         int s = b->state[c];
         pthread_mutex_unlock(&b->mu);
-        if (s == 2 || s == -1) return s == 2 ? 0 : -1;
+        if (s == 2 || s < 0) return s == 2 ? 0 : s;
         if (batch_take(b, &d)) { batch_encode_chunk(b, d); continue; }
         pthread_mutex_lock(&b->mu);
         while (b->state[c] == 1) pthread_cond_wait(&b->done, &b->mu);
@@ -641,10 +731,9 @@ static bpe_encoder *bpe_encoder_new(const uint8_t *tok, const int64_t *tok_off, 
     bpe_encoder *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     *bad = -1;
-    for (int k = 0; k < BPE_CACHE_SLOTS; k++) {
-        pthread_mutex_init(&e->cache[k].mu, NULL);
-        bmap_init(&e->cache[k].map, 1024);
-    }
+    for (int k = 0; k < BPE_CACHE_SLOTS; k++) pthread_mutex_init(&e->cache[k].mu, NULL);
+    for (int k = 0; k < BPE_CACHE_SLOTS; k++)
+        if (bmap_init(&e->cache[k].map, 1024)) { bpe_encoder_free(e); return NULL; }
     e->cls = cls;
     e->n_tokens = n_tokens;
     size_t total = (size_t)tok_off[n_tokens];
@@ -705,6 +794,7 @@ static int bpe_count(bmap *counts, const uint8_t *buf, const int64_t *off, size_
         size_t n = (size_t)(off[k + 1] - off[k]);
         for (size_t i = 0; i < n;) {
             size_t j = split ? gpt4_next(s, n, i, cls) : n;
+            if (j - i > BPE_MAX_PIECE) return BPE_TOO_LONG;
             int64_t *v = bmap_upsert(counts, s + i, j - i, bpe_hash(s + i, j - i));
             if (!v) return -1;
             (*v)++;
@@ -830,6 +920,7 @@ static bpe_trainer *bpe_trainer_new(const bmap *counts, const uint32_t *byte_ord
     size_t nsym = 0;
     for (size_t i = 0; i < counts->cap; i++)
         if (counts->t[i].hash && counts->t[i].len > 1 && counts->t[i].val > 0) { t->nwords++; nsym += counts->t[i].len; }
+    if (t->nwords > (size_t)INT32_MAX) { bpe_trainer_free(t); return NULL; }
     t->woff = malloc((t->nwords + 1) * 8); t->wcount = malloc((t->nwords + 1) * 8);
     t->wlen = malloc((t->nwords + 1) * 4); t->wstamp = calloc(t->nwords + 1, 4);
     t->sym = malloc((nsym + 1) * 4);

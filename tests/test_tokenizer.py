@@ -18,7 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmpipe.tokenizer import GPT4_PATTERN, SPECIAL_TOKENS, Tokenizer, TokenizerError
-from llmpipe.tokenizer.bpe import pack_segments
+from llmpipe.tokenizer.bpe import (
+    UNICODE_TOTALS,
+    UnicodeVersionWarning,
+    _pack_classes,
+    char_classes,
+    count_pretokens,
+    pack_segments,
+    unicode_version,
+    unicode_version_of,
+)
 from llmpipe.tokenizer.hf import byte_to_unicode, export_hf, hf_byte_order
 
 CORPUS = "".join(topics[k] for k in sorted(topics))
@@ -86,6 +95,17 @@ def test_encode_batch_in_many_chunks_on_threads(tok, monkeypatch):
     assert tok.encode_batch(docs, num_threads=3) == expected
     with pytest.raises(TypeError, match="text 1 is bytes, not str"):
         tok.encode_batch(["a", b"b"])
+
+
+def test_id_lists_are_plain_lists_the_cycle_collector_skips(tok):
+    import gc
+
+    lists = tok.encode_batch(["some text", "more"]) + tok._core.id_lists(np.array([5, 6], np.uint32),
+                                                                          np.array([1, 2], np.int64))
+    assert not any(gc.is_tracked(ids) for ids in lists)  # ints only: no cycle to find
+    gc.collect()
+    lists[0].append("anything")  # still ordinary lists
+    assert lists[0][-1] == "anything" and lists[2:] == [[5], [6]]
 
 
 def test_id_lists_checks_its_arrays(tok):
@@ -283,9 +303,100 @@ def test_cl100k_ranks_equal_tiktoken(tmp_path, samples):
 
 def test_splitter_matches_regex():
     """The compiled GPT-4 splitter cuts exactly where `regex` does, on every sample."""
-    from llmpipe.tokenizer.bpe import count_pretokens
-
     for text in ADVERSARIAL[:-1] + [CORPUS[:50_000]]:
         fast = dict(count_pretokens([text]).items())
         slow = collections.Counter(p.encode("utf-8", "surrogatepass") for p in regex.findall(GPT4_PATTERN, text))
         assert fast == dict(slow)
+
+
+# ---------------------------------------------------------------- custom patterns with groups
+def test_capture_groups_keep_the_whole_match(samples):
+    """A custom pattern's groups do not drop text (findall would return the groups): pieces
+    are whole matches, as tiktoken takes them, and ids equal the non-capturing pattern's."""
+    grouped = r"""'(s|t|re)|( ?)\p{L}+| ?(\p{N})+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|(\s)+"""
+    plain = regex.sub(r"\((?!\?)", "(?:", grouped)
+    texts = [CORPUS[:50_000]]
+    assert dict(count_pretokens(texts, grouped).items()) == dict(count_pretokens(texts, plain).items())
+    tok = Tokenizer.train(texts, vocab_size=500, pattern=grouped)
+    assert tok.merges == Tokenizer.train(texts, vocab_size=500, pattern=plain).merges
+    enc = tiktoken_of(tok)
+    for text in samples[:4] + ["it's 12345 re're  \n\n x"]:
+        assert tok.encode(text) == enc.encode_ordinary(text)
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode_batch(samples[:3]) == [enc.encode_ordinary(t) for t in samples[:3]]
+
+
+def test_bad_custom_pattern_is_a_tokenizer_error():
+    with pytest.raises(TokenizerError, match="bad split pattern"):
+        Tokenizer([bytes([b]) for b in range(256)], pattern="(unclosed")
+
+
+# ---------------------------------------------------------------- Unicode version of the split tables
+def test_unicode_version_counts_characters_like_unicodedata():
+    """The regex module's Unicode version is found from how many characters it knows; the
+    same count over Python's own unicodedata names unicodedata's version."""
+    import unicodedata
+
+    known = sum(1 for c in range(0x110000) if unicodedata.category(chr(c)) not in ("Cc", "Co", "Cs", "Cn"))
+    assert unicode_version_of(known) == ".".join(unicodedata.unidata_version.split(".")[:2])
+    assert unicode_version() in UNICODE_TOTALS.values()
+    assert unicode_version_of(12345) == "unknown (12345 characters)"
+
+
+def _other_unicode(path: Path) -> np.ndarray:
+    """Rewrite tok's saved file as if built under another Unicode: U+00E9 (é) is no letter."""
+    data = json.loads(path.read_text())
+    table = char_classes().copy()
+    table[0xE9] = 0
+    data.update(unicode_version="16.0", regex_version="2024.1.1", char_classes=_pack_classes(table))
+    path.write_text(json.dumps(data))
+    return table
+
+
+def test_tokenizer_json_records_its_unicode_tables(tok, tmp_path):
+    import warnings
+
+    tok.save(tmp_path / "t.json")
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["unicode_version"] == unicode_version() and data["regex_version"] == regex.__version__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same tables: no warning
+        loaded = Tokenizer.load(tmp_path / "t.json")
+        assert loaded.classes is char_classes()
+        for key in ("unicode_version", "regex_version", "char_classes"):  # an older file: none either
+            del data[key]
+        (tmp_path / "old.json").write_text(json.dumps(data))
+        old = Tokenizer.load(tmp_path / "old.json")
+    assert old.encode(CORPUS[:3000]) == tok.encode(CORPUS[:3000])
+    old.save(tmp_path / "resaved.json")
+    assert json.loads((tmp_path / "resaved.json").read_text())["unicode_version"] == unicode_version()
+
+
+def test_other_unicode_tables_warn_and_keep_their_ids(tmp_path):
+    tok = Tokenizer.train(["café thé " * 20], vocab_size=256 + 6 + len(SPECIAL_TOKENS))  # merges across é
+    tok.save(tmp_path / "t.json")
+    table = _other_unicode(tmp_path / "t.json")
+    with pytest.warns(UnicodeVersionWarning, match=rf"Unicode 16.0 \(regex 2024.1.1\).*Unicode {unicode_version()}"):
+        loaded = Tokenizer.load(tmp_path / "t.json")
+    text = "café thé"
+    same_tables = Tokenizer(tok.tokens, list(tok.special_tokens), tok.pattern, tok.merges, classes=table)
+    assert loaded.encode(text) == same_tables.encode(text) != tok.encode(text)  # the file's split, not ours
+    loaded.save(tmp_path / "again.json")  # and it keeps them
+    again, data = (json.loads((tmp_path / name).read_text()) for name in ("again.json", "t.json"))
+    assert again["unicode_version"] == "16.0" and again["char_classes"] == data["char_classes"]
+    del data["char_classes"]  # a version without a table: still named
+    (tmp_path / "bare.json").write_text(json.dumps(data))
+    with pytest.warns(UnicodeVersionWarning, match="Unicode 16.0"):
+        Tokenizer.load(tmp_path / "bare.json")
+    data["char_classes"] = "!!"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(TokenizerError, match="bad tokenizer file"):
+        Tokenizer.load(tmp_path / "bad.json")
+
+
+def test_other_unicode_tables_warn_for_custom_patterns(tmp_path):
+    gpt2 = Tokenizer.train([CORPUS[:20_000]], vocab_size=300, pattern=GPT2_PATTERN)
+    gpt2.save(tmp_path / "t.json")
+    _other_unicode(tmp_path / "t.json")
+    with pytest.warns(UnicodeVersionWarning, match="ids may differ"):
+        Tokenizer.load(tmp_path / "t.json")

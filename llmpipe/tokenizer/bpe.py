@@ -5,6 +5,11 @@ order (an id is also its merge rank), then the special tokens at the end, in the
 Vocabularies loaded from tiktoken files keep their ranks as ids, specials follow the last rank.
 Text is UTF-8 with lone surrogates passed through (``surrogatepass``), so every ``str``
 encodes; ``decode(ids, errors="surrogatepass")`` gives such strings back exactly.
+
+Pre-token splits follow the character classes of the installed `regex` module's Unicode
+version. A saved tokenizer records that version and the class table itself (~4 KB), and a
+loaded one splits with the recorded table, so the GPT-4 split gives the same ids under any
+`regex`; loading under a different Unicode version warns, naming both.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import json
 import os
 import threading
 import warnings
+import zlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,21 +44,133 @@ BATCH_BYTES = 2 << 20  # pre-token counting works on ~2 MB batches of text
 ENCODE_CHUNK_CHARS = 1 << 17  # encode_batch hands threads chunks of ~128K characters
 
 
+N_CODE_POINTS = 0x110000
+# Unicode's published character totals (graphic and format characters: every code point but
+# Cc, Co, Cs and Cn) by version: how many a module knows tells which version it implements.
+UNICODE_TOTALS = {
+    136_690: "10.0", 137_374: "11.0", 137_928: "12.0", 137_929: "12.1", 143_859: "13.0",
+    144_697: "14.0", 149_186: "15.0", 149_813: "15.1", 154_998: "16.0", 159_801: "17.0",
+}
+
+
 class TokenizerError(ValueError):
     """Bad tokenizer input or file; the message names the file, key or argument at fault."""
+
+
+class UnicodeVersionWarning(UserWarning):
+    """A tokenizer file's split tables come from another Unicode version than this process's."""
+
+
+@functools.cache
+def _all_code_points() -> str:
+    """Every code point, surrogates included, as one 4.5 MB string (no million 1-char strs)."""
+    return np.arange(N_CODE_POINTS, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
 
 @functools.cache
 def char_classes() -> np.ndarray:
     """One byte per code point: 1 letter, 2 number, 4 whitespace, as the `regex` package sees
     them, so the compiled splitter and the regex fallback agree on all of Unicode."""
-    # every code point, surrogates included, as one 4.5 MB string (no million 1-char strs)
-    chars = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-    table = np.zeros(0x110000, dtype=np.uint8)
+    table = np.zeros(N_CODE_POINTS, dtype=np.uint8)
     for bit, pattern in ((1, r"\p{L}+"), (2, r"\p{N}+"), (4, r"\s+")):
-        for m in regex.finditer(pattern, chars):
+        for m in regex.finditer(pattern, _all_code_points()):
             table[m.start() : m.end()] |= bit
+    table.setflags(write=False)  # shared by every tokenizer
     return table
+
+
+def unicode_version_of(n_characters: int) -> str:
+    """The Unicode version with `n_characters` graphic and format characters."""
+    return UNICODE_TOTALS.get(n_characters, f"unknown ({n_characters} characters)")
+
+
+@functools.cache
+def unicode_version() -> str:
+    """The Unicode version of the installed `regex` module, which char_classes() and the
+    regex fallback split by (not Python's own ``unicodedata.unidata_version``)."""
+    other = regex.finditer(r"[\p{Cc}\p{Co}\p{Cs}\p{Cn}]+", _all_code_points())
+    return unicode_version_of(N_CODE_POINTS - sum(m.end() - m.start() for m in other))
+
+
+def _pack_classes(table: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(table, np.uint8).tobytes(), 9)).decode("ascii")
+
+
+def _unpack_classes(text: str) -> np.ndarray:
+    table = np.frombuffer(zlib.decompress(base64.b64decode(text, validate=True)), dtype=np.uint8)
+    if len(table) != N_CODE_POINTS:
+        raise ValueError(f"char_classes holds {len(table)} code points, not {N_CODE_POINTS}")
+    return table
+
+
+def _int_array(values, what: str) -> np.ndarray:
+    """values as int64, refusing what np.asarray(..., int64) would silently change: fractions,
+    strings, integers past int64."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    kind = arr.dtype.kind
+    if kind == "f" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise TokenizerError(f"{what} must be integers, got non-integral {arr.dtype} values")
+    if kind == "O":  # Python ints past int64, or mixed objects: let int64 conversion decide
+        try:
+            return np.asarray(arr, dtype=np.int64)
+        except (OverflowError, TypeError, ValueError) as err:
+            raise TokenizerError(f"{what} must be integers in int64: {err}") from None
+    if kind not in "biuf":
+        raise TokenizerError(f"{what} must be integers, not {arr.dtype} values")
+    if kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise TokenizerError(f"{what} hold {arr.max()}, past int64")
+    if kind == "f" and arr.size and np.abs(arr).max() >= 2.0**63:
+        raise TokenizerError(f"{what} hold {np.abs(arr).max()}, past int64")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _utf8_buffer(buf) -> np.ndarray:
+    """buf (bytes, bytearray, memoryview, Arrow buffer, or a 1-D uint8/int8 array) as uint8."""
+    if isinstance(buf, np.ndarray):
+        if buf.dtype not in (np.uint8, np.int8) or buf.ndim != 1:
+            raise TokenizerError(f"buf must be a 1-D uint8 array of UTF-8, not {buf.ndim}-D {buf.dtype}")
+        return np.ascontiguousarray(buf).view(np.uint8)
+    if isinstance(buf, str):
+        raise TypeError("buf must be UTF-8 bytes, not str")
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(f"buf must be UTF-8 bytes or a uint8 array, not {type(buf).__name__}") from None
+    if view.itemsize != 1:
+        raise TokenizerError(f"buf must hold bytes, not {view.itemsize}-byte items (format {view.format!r})")
+    return np.frombuffer(view if view.c_contiguous else view.tobytes(), dtype=np.uint8)
+
+
+def check_offsets(offsets, nbytes: int) -> np.ndarray:
+    """Segment offsets as int64, checked: 1-D, at least one, non-decreasing, first >= 0,
+    last <= nbytes (what the compiled core needs; it checks again)."""
+    offsets = _int_array(offsets, "offsets")
+    if offsets.ndim != 1 or len(offsets) < 1:
+        raise TokenizerError(f"offsets must be 1-D with at least one value, got shape {offsets.shape}")
+    if offsets[0] < 0:
+        raise TokenizerError(f"offsets[0] = {offsets[0]} is negative")
+    down = np.flatnonzero(offsets[1:] < offsets[:-1])
+    if len(down):
+        k = int(down[0]) + 1
+        raise TokenizerError(f"offsets decrease: offsets[{k}] = {offsets[k]} < offsets[{k - 1}] = {offsets[k - 1]}")
+    if offsets[-1] > nbytes:
+        raise TokenizerError(f"offsets[-1] = {offsets[-1]} is past the end of the {nbytes}-byte buffer")
+    return offsets
+
+
+def _compile(pattern: str):
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+    try:
+        return regex.compile(pattern)
+    except regex.error as err:
+        raise TokenizerError(f"bad split pattern {pattern!r}: {err}") from None
+
+
+def split(compiled, text: str) -> list[str]:
+    """The pre-tokens of text: whole matches, so groups in a custom pattern keep their text
+    (``findall`` would return the groups); as tiktoken splits."""
+    return [m.group() for m in compiled.finditer(text)]
 
 
 def utf8(text: str) -> bytes:
@@ -75,20 +193,36 @@ class Tokenizer:
         special_tokens: Sequence[str] = SPECIAL_TOKENS,
         pattern: str = GPT4_PATTERN,
         merges: Sequence[tuple[int, int]] | None = None,
+        *,
+        classes: np.ndarray | None = None,
+        unicode: dict[str, str] | None = None,
     ):
+        """`classes` (one byte per code point, see char_classes()) and `unicode` (the
+        "unicode_version" and "regex_version" they were built with) default to this process's."""
         self.tokens = list(tokens)
         self.merges = None if merges is None else [tuple(map(int, m)) for m in merges]
         self.pattern = pattern
         n = len(self.tokens)
+        special_tokens = list(special_tokens)
+        for s in special_tokens:
+            if not isinstance(s, str):
+                raise TypeError(f"special token {s!r} is {type(s).__name__}, not str")
         if len(set(special_tokens)) != len(special_tokens):
             raise TokenizerError(f"special tokens repeat: {list(special_tokens)}")
         self.special_tokens: dict[str, int] = {s: n + i for i, s in enumerate(special_tokens)}
         self._fast_split = pattern == GPT4_PATTERN
-        self._regex = None if self._fast_split else regex.compile(pattern)
-        self._special_re = None
+        self._regex = _compile(pattern)
+        if classes is None:
+            classes = char_classes()
+            unicode = {"unicode_version": unicode_version(), "regex_version": regex.__version__}
+        self.classes = classes
+        self.unicode = dict(unicode or {})
         all_bytes = self.tokens + [utf8(s) for s in special_tokens]
         buf, offsets = pack_segments(all_bytes)
-        self._core = _bpe.Encoder(buf, offsets, n, char_classes())
+        try:
+            self._core = _bpe.Encoder(buf, offsets, n, classes)
+        except ValueError as err:
+            raise TokenizerError(str(err)) from None
 
     # ---------------------------------------------------------------- properties
     @property
@@ -114,11 +248,13 @@ class Tokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token stands for (a special token's text for specials)."""
-        return self._core.decode(np.array([token_id], dtype=np.int64))
+        return self.decode_bytes([token_id])
 
     # ---------------------------------------------------------------- encoding
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special tokens: '<|user|>' in the text is just bytes."""
+        if not isinstance(text, str):
+            raise TypeError(f"text is {type(text).__name__}, not str")
         if self._fast_split:
             return self._core.encode_batch([text], ENCODE_CHUNK_CHARS, 1)[0]
         return self._core.id_lists(*self._encode_regex([text]))[0]
@@ -127,7 +263,7 @@ class Tokenizer:
         """Encode text; only the special tokens named in `allowed_special` (or "all") are
         recognised, every other occurrence of a special's text stays ordinary bytes."""
         allowed = self._allowed(allowed_special)
-        if not allowed:
+        if not allowed or not isinstance(text, str):
             return self.encode_ordinary(text)
         pattern = regex.compile("|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)))
         out: list[int] = []
@@ -148,13 +284,18 @@ class Tokenizer:
 
         With the GPT-4 split, C threads encode ~128K-character chunks without ever taking the
         GIL, while the calling thread alone builds the lists (and encodes when it would wait)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be a sequence of str, not one {type(texts).__name__}")
         texts = list(texts)
         if self._allowed(allowed_special):
-            with ThreadPoolExecutor(num_threads) as pool:
+            with ThreadPoolExecutor(max(1, num_threads)) as pool:
                 return list(pool.map(lambda t: self.encode(t, allowed_special), texts))
         if self._fast_split:
             return self._core.encode_batch(texts, ENCODE_CHUNK_CHARS, num_threads)
-        with ThreadPoolExecutor(num_threads) as pool:
+        for k, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {k} is {type(text).__name__}, not str")
+        with ThreadPoolExecutor(max(1, num_threads)) as pool:
             parts = pool.map(self._encode_regex, [texts[i : i + 256] for i in range(0, len(texts), 256)])
             return [ids for part in parts for ids in self._core.id_lists(*part)]
 
@@ -164,8 +305,11 @@ class Tokenizer:
         """Encode UTF-8 documents buf[offsets[k]:offsets[k+1]] without specials, in parallel.
 
         Returns (ids uint32, ends int64) where document k's ids are ids[ends[k-1]:ends[k]].
-        This is the zero-copy path for Arrow string columns (the tokenize stage)."""
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        This is the zero-copy path for Arrow string columns (the tokenize stage). `buf` is
+        bytes-like or a 1-D uint8 array; `offsets` are integers, non-decreasing, from >= 0 to
+        <= len(buf) (checked: TokenizerError otherwise)."""
+        buf = _utf8_buffer(buf)
+        offsets = check_offsets(offsets, len(buf))
         ndocs = len(offsets) - 1
         if num_threads <= 1 or ndocs < 2 * num_threads:
             return self._encode_utf8_chunk(buf, offsets)
@@ -177,16 +321,16 @@ class Tokenizer:
         return (np.concatenate([ids for ids, _ in results]),
                 np.concatenate([ends + s for (_, ends), s in zip(results, shift)]))
 
-    def _encode_utf8_chunk(self, buf, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _encode_utf8_chunk(self, buf: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._fast_split:
-            return self._core.encode(np.frombuffer(buf, dtype=np.uint8), offsets, True)
+            return self._core.encode(buf, offsets, True)
         texts = [bytes(buf[a:b]).decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:])]
         return self._encode_regex(texts)
 
     def _encode_regex(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The fallback for other split patterns: regex pieces become the segments, and
         piece ends map back to documents."""
-        pieces = [[utf8(p) for p in self._regex.findall(t)] for t in texts]
+        pieces = [[utf8(p) for p in split(self._regex, t)] for t in texts]
         buf, offsets = pack_segments([p for doc in pieces for p in doc])
         ids, piece_ends = self._core.encode(buf, offsets, False)
         pieces_through = np.cumsum([len(doc) for doc in pieces], dtype=np.int64)
@@ -203,7 +347,8 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- decoding
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        """The concatenated bytes of ids (integers in [0, vocab_size); TokenizerError else)."""
+        ids = _int_array(ids, "token ids").reshape(-1)
         try:
             return self._core.decode(ids)
         except ValueError as err:
@@ -266,7 +411,8 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
-        """Write our versioned JSON (tokens as base64 by id, merges, pattern, specials)."""
+        """Write our versioned JSON (tokens as base64 by id, merges, pattern, specials, and the
+        split's class table with the Unicode and `regex` versions it came from)."""
         data = {
             "format": FORMAT,
             "version": VERSION,
@@ -274,6 +420,8 @@ class Tokenizer:
             "tokens": [base64.b64encode(t).decode("ascii") for t in self.tokens],
             "merges": self.merges,
             "special_tokens": list(self.special_tokens),
+            **self.unicode,
+            "char_classes": _pack_classes(self.classes),
         }
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data) + "\n")
@@ -290,9 +438,39 @@ class Tokenizer:
             raise TokenizerError(f"{path}: version {data.get('version')!r}, this llmpipe reads {VERSION}")
         try:
             tokens = [base64.b64decode(t, validate=True) for t in data["tokens"]]
-            return cls(tokens, data["special_tokens"], data["pattern"], data["merges"])
-        except (KeyError, TypeError, ValueError) as err:
+            classes, unicode = None, None
+            if "char_classes" in data:
+                classes = _unpack_classes(data["char_classes"])
+                unicode = {k: str(data.get(k, "unknown")) for k in ("unicode_version", "regex_version")}
+                if np.array_equal(classes, char_classes()):
+                    classes = char_classes()  # share this process's table (1.1 MB)
+            tok = cls(tokens, data["special_tokens"], data["pattern"], data["merges"],
+                      classes=classes, unicode=unicode)
+        except (KeyError, TypeError, ValueError, zlib.error) as err:
             raise TokenizerError(f"{path}: bad tokenizer file: {type(err).__name__}: {err}") from None
+        tok._check_unicode(path, data.get("unicode_version"), "char_classes" in data)
+        return tok
+
+    def _check_unicode(self, path, recorded: str | None, had_table: bool) -> None:
+        """Warn when a file's split tables differ from this process's. Files from before the
+        tables were recorded have neither: they split with this process's, silently."""
+        if had_table:
+            if self.classes is char_classes():  # equal tables: nothing splits differently
+                return
+            changed = f"{np.count_nonzero(self.classes != char_classes())} code points differ in class"
+        elif recorded is None or recorded == unicode_version():
+            return
+        else:
+            changed = "the file has no table to compare"
+        theirs = f"Unicode {recorded or 'unknown'} (regex {self.unicode.get('regex_version', 'unknown')})"
+        ours = f"Unicode {unicode_version()} (regex {regex.__version__})"
+        if self._fast_split and had_table:
+            effect = ("ids are unchanged (the GPT-4 splitter uses the file's tables), but tiktoken and "
+                      "Hugging Face exports split by their own Unicode tables")
+        else:
+            effect = "this split uses this process's regex module, so ids may differ there"
+        warnings.warn(f"{path}: split tables built with {theirs}, this process has {ours} ({changed}); {effect}",
+                      UnicodeVersionWarning, stacklevel=3)
 
     @classmethod
     def from_tiktoken(
@@ -336,7 +514,7 @@ def count_pretokens(
 ) -> _bpe.PreTokenCounts:
     """Count unique pre-tokens over strings and files, batches counted on `num_threads`."""
     fast = pattern == GPT4_PATTERN
-    compiled = None if fast else regex.compile(pattern)
+    compiled = _compile(pattern)
     classes = char_classes()
     local = threading.local()
     counters: list[_bpe.PreTokenCounts] = []
@@ -350,7 +528,7 @@ def count_pretokens(
         buf, offsets = batch
         if not fast:  # split in Python; each piece is one segment
             docs = (bytes(buf[a:b]).decode("utf-8", "surrogatepass") for a, b in zip(offsets[:-1], offsets[1:]))
-            buf, offsets = pack_segments([utf8(p) for d in docs for p in compiled.findall(d)])
+            buf, offsets = pack_segments([utf8(p) for d in docs for p in split(compiled, d)])
         local.counts.add(np.frombuffer(buf, dtype=np.uint8), offsets, fast, classes)
 
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
