@@ -2,16 +2,43 @@
 
 Modelled on datatrove's step statistics: documents and bytes in and out, removals by
 reason, wall time, plus free-form ``extra`` numbers a stage wants the report to show.
+
+The data stages also report their peak memory (``record_peak_rss`` -> ``extra.peak_rss_mb``).
+It is not in every stage's ``to_dict``: a pack header embeds its stats and pretraining hashes
+that header into the run fingerprint that a checkpoint must match, so a number that changes
+from run to run must stay out of it.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmpipe.io import write_json
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own memory.
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there: a process started by a large one
+    (Snakemake, pytest) inherits its parent's peak into ``ru_maxrss`` across fork/exec, while
+    ``VmHWM`` starts afresh at exec. Elsewhere ``ru_maxrss`` (KiB, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource  # POSIX only: imported where it is needed
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 @dataclass
@@ -38,6 +65,10 @@ class StageStats:
     def dropped(self, reason: str, nbytes: int = 0) -> None:
         self.removed[reason] += 1
         self.removed_bytes[reason] += nbytes
+
+    def record_peak_rss(self) -> None:
+        """Put the process's peak memory so far into ``extra.peak_rss_mb`` (call it last)."""
+        self.extra["peak_rss_mb"] = peak_rss_mb()
 
     def to_dict(self) -> dict[str, Any]:
         return {

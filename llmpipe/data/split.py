@@ -2,15 +2,19 @@
 
 A document's split depends only on (salt, id): it never moves when other documents are
 added or removed, and growing one fraction moves documents only between that split and train.
+
+The shard is streamed batch by batch (``llmpipe.io.BATCH_SIZE`` documents) into the three
+split files, so memory is one batch, not the shard.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from llmpipe.config import ConfigError, stage_params
 from llmpipe.data.documents import text_bytes
 from llmpipe.data.stage import _shard_name
-from llmpipe.io import read_documents, read_schema, write_documents
+from llmpipe.io import DocumentWriter, read_document_batches, read_schema
 from llmpipe.stats import StageStats
 
 SECTION = "split"
@@ -74,12 +78,17 @@ def run(args, stage: str) -> int:
     check_fractions(params)
     stats = StageStats(stage=SECTION, shard=_shard_name(args.input))
     schema = read_schema(args.input)
-    parts = split_docs(read_documents(args.input), params, stats)
-    for name in SPLITS:
-        write_documents(getattr(args, name), parts[name], schema)
-    stats.extra["docs_per_split"] = {name: len(parts[name]) for name in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
+    with contextlib.ExitStack() as outputs:  # the three files appear only if the whole shard is done
+        writers = {name: outputs.enter_context(DocumentWriter(getattr(args, name), schema)) for name in SPLITS}
+        for docs in read_document_batches(args.input):
+            for name, part in split_docs(docs, params, stats).items():
+                writers[name].write(part)
+                counts[name] += len(part)
+    stats.extra["docs_per_split"] = counts
     if not stats.docs_out:
         stats.extra["empty_output"] = True
+    stats.record_peak_rss()
     stats.write(args.stats)
     print(f"split: {stats.extra['docs_per_split']} from {stats.docs_in} documents")
     return 0

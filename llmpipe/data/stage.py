@@ -4,9 +4,16 @@ A step is a pure function ``doc -> dict | Drop``: the kept (possibly changed) do
 the reason it is dropped. This module reads the shard, applies the step, writes kept
 documents, rejected documents with their reason, and the stage's ``stats.json`` — so no
 step counts or writes anything itself (datatrove's pipeline-step contract).
+
+The shard is streamed: read ``llmpipe.io.BATCH_SIZE`` documents at a time, each batch stepped and
+written out as row groups of the kept and rejects files before the next is read, so a job's
+memory is one batch (plus the step's own state), whatever the shard's size. The outputs equal a
+whole-shard run's row for row; only their row-group layout depends on the batch size. The
+stats report the job's peak memory as ``extra.peak_rss_mb``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from llmpipe.data.documents import REJECT_REASON, text_bytes, with_reason
-from llmpipe.io import read_documents, read_schema, write_documents
+from llmpipe.io import DocumentWriter, read_document_batches, read_schema
 from llmpipe.stats import StageStats
 
 
@@ -57,6 +64,7 @@ def run_shard(
     output_schema: pa.Schema | None = None,
     shard: str | None = None,
     extra: Callable[[], dict[str, Any]] | None = None,
+    batch_size: int | None = None,
 ) -> StageStats:
     """Read a shard, apply ``step`` to each document, write kept, rejects and stats.
 
@@ -64,18 +72,27 @@ def run_shard(
     columns (extraction) names its output schema. An empty result is still written with
     its schema, and the stats say the shard came out empty. ``extra``, called once the shard
     is done, returns a step's own counts (lines removed, languages seen) for ``stats.extra``.
+    ``batch_size`` (default ``llmpipe.io.BATCH_SIZE``) is the documents held at once.
     """
     stats = StageStats(stage=stage, shard=shard or _shard_name(input_path))
     input_schema = read_schema(input_path)
-    docs = read_documents(input_path)
-    kept, rejected = apply_step(docs, step, stats)
-    write_documents(output_path, kept, output_schema or input_schema)
-    if rejects_path is not None:
-        write_documents(rejects_path, rejected, with_reason(input_schema))
+    with contextlib.ExitStack() as outputs:  # both files appear only if the whole shard is done
+        kept_out = outputs.enter_context(DocumentWriter(output_path, output_schema or input_schema, batch_size))
+        rejects_out = (
+            outputs.enter_context(DocumentWriter(rejects_path, with_reason(input_schema), batch_size))
+            if rejects_path is not None
+            else None
+        )
+        for docs in read_document_batches(input_path, batch_size=batch_size):
+            kept, rejected = apply_step(docs, step, stats)
+            kept_out.write(kept)
+            if rejects_out is not None:
+                rejects_out.write(rejected)
     if extra is not None:
         stats.extra.update(extra())
-    if not kept:
+    if not stats.docs_out:
         stats.extra["empty_output"] = True
+    stats.record_peak_rss()
     stats.write(stats_path)
     return stats
 

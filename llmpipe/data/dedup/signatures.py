@@ -1,5 +1,8 @@
 """``llmpipe dedup-signatures``: normalization, shingles, the MinHash signatures and exact hashes
-of one shard, written as its signature file."""
+of one shard, written as its signature file.
+
+The shard's texts are streamed (``llmpipe.io.BATCH_SIZE`` at a time); what is held is the
+signatures (``num_perm`` x 4 bytes per document) and the ids, never the shard's text."""
 from __future__ import annotations
 
 import unicodedata
@@ -10,9 +13,10 @@ import numpy as np
 import xxhash
 
 from llmpipe import _minhash
-from llmpipe.data.dedup.common import HASHFUNCS, Params, Signatures, run_stage, write_signatures
+from llmpipe.data.dedup.common import HASHFUNCS, DedupError, Params, Signatures, run_stage, write_signatures
 from llmpipe.data.stage import _shard_name
-from llmpipe.io import read_documents
+from llmpipe.io import open_parquet, read_document_batches
+from llmpipe.stats import peak_rss_mb
 
 SCHEME = "affine32"  # datasketch >= 2.0's default permutation scheme
 
@@ -79,7 +83,23 @@ def run(args, stage: str) -> int:
 
 
 def _run(args, stage: str, params: Params) -> None:
-    docs = read_documents(args.input, columns=["id", "text"])
-    sigs = signatures([d["text"] for d in docs], params)
-    write_signatures(args.output, _shard_name(args.input), [d["id"] for d in docs], sigs, params)
-    print(f"{stage} {args.input}: {len(docs)} documents, {int((sigs.shingles == 0).sum())} without words")
+    with open_parquet(args.input) as file:
+        total = file.metadata.num_rows
+    # filled batch by batch: the signatures are held once, not once per batch plus a concatenation
+    sigs = Signatures(
+        np.empty((total, params.num_perm), dtype=np.uint32), np.empty(total, dtype=np.uint64),
+        np.empty(total, dtype=np.uint32),
+    )
+    ids: list = []
+    for docs in read_document_batches(args.input, columns=["id", "text"]):
+        part = signatures([d["text"] for d in docs], params)
+        rows = slice(len(ids), len(ids) + len(docs))
+        sigs.values[rows], sigs.exact[rows], sigs.shingles[rows] = part.values, part.exact, part.shingles
+        ids += [d["id"] for d in docs]
+    if len(ids) != total:
+        raise DedupError(f"{args.input}: read {len(ids)} documents, its metadata says {total}")
+    write_signatures(args.output, _shard_name(args.input), ids, sigs, params)
+    print(
+        f"{stage} {args.input}: {len(ids)} documents, {int((sigs.shingles == 0).sum())} without words;"
+        f" peak RSS {peak_rss_mb():.0f} MiB"
+    )
