@@ -190,7 +190,7 @@ def test_cli_writes_raw_shard_and_stats(tmp_path: Path):
     assert stats["shard"] == "crawl-01" and stats["removed"] == {"too_large": 1}
 
 
-def test_uncompressed_warc_and_non_warc_file(tmp_path: Path):
+def test_uncompressed_warc_and_non_warc_file(tmp_path: Path, capsys: pytest.CaptureFixture):
     plain = tmp_path / "plain.warc"
     plain.write_bytes(gzip.decompress(good(0) + good(1)))
     docs, _ = ingest(plain)
@@ -201,11 +201,17 @@ def test_uncompressed_warc_and_non_warc_file(tmp_path: Path):
     out, stats_path = tmp_path / "docs.parquet", tmp_path / "stats.json"
     rc = main(["ingest", "--params", json.dumps({"max_record_bytes": CAP}), "--input", str(not_warc),
                "--output", str(out), "--stats", str(stats_path)])
-    assert rc == 0
-    assert pq.read_table(out).num_rows == 0 and pq.read_schema(out).equals(RAW)
-    stats = json.loads(stats_path.read_text())
-    assert stats["removed"] == {"corrupt": 1} and stats["extra"]["empty_output"]
-    assert "page.warc.gz" in stats["extra"]["messages"][0]
+    # a file with no record at all is not a crawl file: an error naming it, and no shard
+    assert rc == 1
+    assert not out.exists() and not stats_path.exists()
+    err = capsys.readouterr().err
+    assert "page.warc.gz holds no WARC or ARC record" in err and "neither a record nor a gzip member" in err
+
+    empty = tmp_path / "empty.warc.gz"
+    empty.write_bytes(b"")
+    rc = main(["ingest", "--params", "{}", "--input", str(empty), "--output", str(out), "--stats", str(stats_path)])
+    assert rc == 1 and not out.exists()
+    assert "empty.warc.gz holds no WARC or ARC record (the file is empty)" in capsys.readouterr().err
 
 
 def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -450,12 +450,10 @@ def test_a_dropped_download_stops_the_run_naming_the_url(tmp_path, dropping_serv
     assert_no_shard(tmp_path, SHARDS[0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "snakemake-storage-plugin-http 0.3.1 saves the body of an error answer to a GET as the file (it checks no"
-    " status code), and ingest turns a file that is not a WARC into an empty shard and exits 0"
-))
 def test_an_error_answer_to_the_download_leaves_no_shard(tmp_path, slow_down_server):
     copy = data_copy(tmp_path, source="warc", warc=[f"{slow_down_server}{RELATIVE[0]}"])
     proc = copy.snakemake(layout.shard_file("results", "ingest", "docs", SHARDS[0]), check=False, timeout=300)
     assert proc.returncode != 0
+    out = output_of(proc)
+    assert "holds no WARC or ARC record" in out and "not a crawl file" in out, out[-3000:]
     assert_no_shard(tmp_path, SHARDS[0])

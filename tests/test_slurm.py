@@ -42,7 +42,7 @@ SLICE = {
 # next to it are compared.
 VOLATILE_DIRS = {"logs", "benchmarks"}
 VOLATILE_NAMES = {"state.pt"}
-VOLATILE_KEYS = {"wall_seconds", "training_seconds", "seconds_this_run", "tokens_per_s", "mfu"}
+VOLATILE_KEYS = {"wall_seconds", "training_seconds", "seconds_this_run", "tokens_per_s", "mfu", "peak_rss_mb"}
 
 
 def as_root() -> list[str] | None:

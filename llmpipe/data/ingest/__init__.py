@@ -11,9 +11,10 @@ Every record type is counted (``extra.record_types``), and so is what HTTP decod
 repairs were made (``extra.framing``). A record the crawler cut (``WARC-Truncated``) is kept and
 counted as ``extra.truncated_by_crawler``; a record the *file* cuts off (a clipped final record, a
 broken gzip member) is a ``truncated`` / ``corrupt`` skip, or, with ``keep_clipped_records``,
-kept when what was read is usable HTML (``extra.framing.clipped_kept``). A file that is not a
-WARC at all gives an empty shard, a ``corrupt`` count and a message (exit 0, so one bad file does
-not stop a crawl's pipeline); a missing file is an error.
+kept when what was read is usable HTML (``extra.framing.clipped_kept``). Damage inside a crawl
+file is counted and the job goes on, but a file that holds no record at all (an HTML error page
+a server answered instead of the WARC, a file of the wrong kind) is an error naming the file, as
+a missing file is: an empty shard would look like a finished one.
 """
 from __future__ import annotations
 
@@ -260,6 +261,12 @@ def run(args, stage: str) -> int:
     with HtmlShardWriter(args.output, int(params["batch_docs"]), int(params["batch_bytes"])) as out:
         for doc in docs:
             out.write([doc])
+    if not stats.extra["record_types"]:
+        os.unlink(args.output)
+        seen = "; ".join(stats.extra["messages"][:1]) or "the file is empty"
+        print(f"ingest: {args.input} holds no WARC or ARC record ({seen}): not a crawl file"
+              " (an error page saved in its place?)", file=sys.stderr)
+        return 1
     stats.record_peak_rss()
     data = stats.write(args.stats)
     print(
