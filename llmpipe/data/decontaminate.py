@@ -7,7 +7,7 @@ than ``ngram`` words goes in as its whole normalised text. A training text is co
 an item when one of the item's entries occurs as consecutive words of the text.
 
 The scan streams: train documents in bounded batches (``llmpipe.io.read_document_batches``),
-post-training rows line by line. Per position only the entry lengths whose first word matches
+post-training rows line by line. Per position only the entry lengths whose first two words match
 are looked up (``_Index.starts``), so a text costs about one dict lookup a word.
 
 The stage sits between ``split`` and tokenisation: the tokenizer, ``tokenize`` and every model
@@ -72,9 +72,11 @@ class Item:
 
 @dataclass
 class _Index:
-    """Entry (tuple of words) -> the items holding it; first word -> the entry lengths starting with it."""
+    """Entry (tuple of words) -> the items holding it; first two words -> the lengths of the entries
+    starting with them (one-word entries are looked up by ``singles``)."""
     entries: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
-    starts: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    starts: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
+    singles: set[str] = field(default_factory=set)
 
 
 def item_entries(text: str, n: int) -> set[tuple[str, ...]]:
@@ -96,7 +98,10 @@ class Decontaminator:
         for k, item in enumerate(items):
             for entry in item_entries(item_text(item.row), n):
                 self.index.entries.setdefault(entry, []).append(k)
-                self.index.starts[entry[0]].add(len(entry))
+                if len(entry) == 1:
+                    self.index.singles.add(entry[0])
+                else:
+                    self.index.starts[entry[:2]].add(len(entry))
         self.index.starts = dict(self.index.starts)
 
     def find(self, text: str) -> set[int]:
@@ -104,14 +109,16 @@ class Decontaminator:
         w = words(text)
         found: set[int] = set()
         starts, entries = self.index.starts, self.index.entries
-        for i, word in enumerate(w):
-            lengths = starts.get(word)
+        for i, pair in enumerate(zip(w, w[1:])):
+            lengths = starts.get(pair)
             if lengths is None:
                 continue
             for length in lengths:
                 hit = entries.get(tuple(w[i : i + length]))
                 if hit is not None:
                     found.update(hit)
+        for word in self.index.singles.intersection(w):
+            found.update(entries[(word,)])
         return found
 
 

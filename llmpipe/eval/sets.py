@@ -88,7 +88,8 @@ def build(p: dict) -> dict[str, list[dict]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--output", required=True, help="results directory (writes eval_sets/<name>.jsonl)")
+    for name in layout.EVAL_SETS:
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=f"{name}.jsonl to write")
     parser.add_argument("--stats", required=True, help="stats.json to write")
 
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
     stats = StageStats("eval_sets")
     sets = build(p)
     for name in layout.EVAL_SETS:
-        path = Path(layout.eval_set_file(args.output, name))
+        path = Path(getattr(args, name))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(path, sets[name])
         stats.extra[f"{name}_items"] = len(sets[name])

@@ -44,7 +44,6 @@ rule eval_sets:
     params:
         cfg=section("evaluate", EVAL_SET_KEYS),
         code=stage_code("eval-sets"),
-        results=RESULTS,
     log:
         log_path("eval_sets", "eval_sets"),
     benchmark:
@@ -53,7 +52,8 @@ rule eval_sets:
         "../envs/llmpipe.yaml"
     threads: 1
     shell:
-        "llmpipe eval-sets --params {params.cfg:q} --output {params.results:q} --stats {output.stats:q} > {log:q} 2>&1"
+        "llmpipe eval-sets --params {params.cfg:q} --fact-probes {output.fact_probes:q} --chat {output.chat:q}"
+        " --arithmetic-fewshot {output.arithmetic_fewshot:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 
 rule evaluate:
