@@ -143,3 +143,40 @@ def posttrain_file(results: str | os.PathLike[str], name: str) -> str:
 def report_file(results: str | os.PathLike[str]) -> str:
     """The run's report: one self-contained HTML page."""
     return _path(results, "report.html")
+
+
+# Evaluation sets: results/eval_sets/<name>.jsonl, written by a rule, read by evaluate and decontaminate.
+# Each row has at least "prompt", "answer", "kind" (and "held_out" where the set marks it).
+EVAL_SETS = ("fact_probes", "chat", "arithmetic_fewshot")
+
+
+def eval_set_file(results: str | os.PathLike[str], name: str) -> str:
+    return _path(results, "eval_sets", f"{_check(name, EVAL_SETS, 'an evaluation set')}.jsonl")
+
+
+def eval_sets_stats_file(results: str | os.PathLike[str]) -> str:
+    return _path(results, "eval_sets", "stats.json")
+
+
+# Decontamination: results/decontaminate/train/<shard>.parquet (the train documents tokenisation
+# reads), results/decontaminate/posttrain/<name>.jsonl (the post-training train files sft/dpo/rl
+# read), the per-evaluation-set findings and the stage's stats.
+POSTTRAIN_TRAIN_FILES = ("sft_train", "dpo_train", "rl_train")  # the post-training files models train on
+
+
+def decontaminated_train_file(results: str | os.PathLike[str], shard: str) -> str:
+    return _path(results, "decontaminate", "train", f"{shard}.parquet")
+
+
+def decontaminated_posttrain_file(results: str | os.PathLike[str], name: str) -> str:
+    name = _check(name, POSTTRAIN_TRAIN_FILES, "a post-training train file")
+    return _path(results, "decontaminate", "posttrain", f"{name}.jsonl")
+
+
+def contamination_file(results: str | os.PathLike[str]) -> str:
+    """Per evaluation set: its contaminated items and where each was found."""
+    return _path(results, "decontaminate", "contamination.json")
+
+
+def decontaminate_stats_file(results: str | os.PathLike[str]) -> str:
+    return _path(results, "decontaminate", "stats.json")

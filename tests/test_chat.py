@@ -9,6 +9,8 @@ import torch
 
 from llmpipe.posttrain.chat_cli import fit_history
 from llmpipe.tasks import chat_eval
+from llmpipe.tasks.arithmetic import rl_test_problems
+from llmpipe.tasks.facts import heldout_questions
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
 from tests.conftest import REPO
@@ -65,10 +67,11 @@ def test_chat_metrics_on_a_tiny_model(tok, model_dir):
 
     model = load_model(model_dir)
     p = {
-        "chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4,
-        "batch_size": 4,
+        "chat_max_new_tokens": 4, "batch_size": 4,
     }
-    metrics = chat_eval.chat_metrics(model, tok, p, rt.Runtime(torch.device("cpu"), torch.float32))
+    questions, problems = heldout_questions(6), rl_test_problems(1234, 3)
+    runtime = rt.Runtime(torch.device("cpu"), torch.float32)
+    metrics = chat_eval.chat_metrics(model, tok, p, runtime, questions, problems)
     assert metrics["facts"]["n"] == 6 and metrics["arithmetic"]["n"] == 3
     assert 0 <= metrics["facts"]["accuracy"] <= 1 and 0 <= metrics["facts"]["ends_properly"] <= 1
     example = metrics["arithmetic"]["examples"][0]

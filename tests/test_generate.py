@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmpipe.eval.evaluate import arithmetic_problems, probe_metrics, split_metrics
+from llmpipe.eval.evaluate import probe_metrics, split_metrics
+from llmpipe.eval.sets import arithmetic_problems
 from llmpipe.model.directory import load_model
 from llmpipe.model.generate import Sampling, generate, sample_next
 from llmpipe.model.gpt import GPT

@@ -15,7 +15,7 @@ from llmpipe.report import sections as sec
 from llmpipe.tokenizer.bpe import Tokenizer
 
 PLANTED = "<script>alert(1)</script>"
-SECTION_IDS = ["summary", "funnel", "dedup", "tokenizer", "packing", "pretrain",
+SECTION_IDS = ["summary", "funnel", "dedup", "decontamination", "tokenizer", "packing", "pretrain",
                "evaluation", "generations", "sft", "dpo", "rl"]
 
 
@@ -86,9 +86,18 @@ def results(tmp_path_factory) -> Path:
           [{"step": s, "loss": 0.7 - 0.05 * s, "rewards_chosen": 0.1 * s, "rewards_rejected": -0.1 * s,
             "reward_accuracy": 0.5 + 0.05 * s, "reward_margin": 0.2 * s} for s in range(1, 6)])
     write(root / "dpo/stats.json", stats("dpo", None, 0, 0))
+    write(root / "decontaminate/contamination.json", {"ngram": 13, "action": "drop", "sets": {
+        "rl_test": {"items": 4, "contaminated": 1, "remaining": 0, "report_only": False, "found": [
+            {"item": 2, "prompt": f"Tom has {PLANTED} apples", "answer": "3", "hits": 2,
+             "where": [{"file": "toyweb-000.parquet", "id": "d9"}, {"file": "sft_train.jsonl", "line": 7}]}]},
+        "chat": {"items": 5, "contaminated": 0, "remaining": 0, "report_only": False, "found": []}},
+        "training_files": {"toyweb-000.parquet": {"documents": 7, "contaminated": 1, "dropped": 1}}})
+    write(root / "decontaminate/stats.json", stats("decontaminate", None, 7, 6, {"contaminated": 1},
+                                                  {"posttrain_rows_dropped": 1}))
     for model in ("pretrain", "dpo"):
         write(root / f"evaluate/{model}.json", {
             "val": {"loss": 1.5, "bits_per_byte": 0.4}, "test": {"loss": 1.6, "bits_per_byte": 0.41},
+            "memorisation": {"rate": 0.125, "longest_span": 57, "reference_rate": 0.0625},
             "facts_heldout_phrasing": {"choice_accuracy": 0.3}, "arithmetic": {"accuracy": 0.1},
             "samples": [{"prompt": "The capital of France is", "completion": f" Paris {PLANTED}"}],
             "chat": {"facts": {"accuracy": 0.5, "examples": [
@@ -161,6 +170,21 @@ def test_missing_stages_say_not_run(page):
     assert "not run" in sft
     table = page[page.index('id="eval-table"'):page.index("</table>", page.index('id="eval-table"'))]
     assert table.count("not run") == 2 * len(sec.EVAL_ROWS)  # sft and rl columns
+
+
+def test_contamination_table_per_evaluation_set(page):
+    part = page[page.index('<section id="decontamination">'):page.index('<section id="tokenizer">')]
+    table = part[part.index('id="contamination-table"'):]
+    rows = re.findall(r"<tr><td>(\w+)</td><td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td>", table)
+    assert rows == [("chat", "5", "0"), ("rl_test", "4", "1")]
+    assert "toyweb-000.parquet:d9, sft_train.jsonl:7" in part  # where the item was found
+
+
+def test_memorisation_sits_next_to_the_losses(page):
+    table = page[page.index('id="eval-table"'):page.index("</table>", page.index('id="eval-table"'))]
+    labels = re.findall(r"<tr><td>([^<]+)</td>", table)
+    assert labels.index("memorisation: longest copied train span (tokens)") == labels.index("test bits per byte") + 2
+    assert ">57<" in table and ">0.125<" in table
 
 
 def test_funnel_counts_and_removals(results):

@@ -68,6 +68,7 @@ def test_dry_run_plans_one_job_per_shard(small_web):
         assert jobs[rule] == files, rule
     assert jobs["dedup_buckets"] == small_web.config()["dedup"]["bands"]
     assert jobs["dedup_clusters"] == 1
+    assert jobs["decontaminate"] == jobs["eval_sets"] == 1  # one index, one table per evaluation set
 
 
 def test_warc_input_makes_one_shard_per_file(workflow_copy, tmp_path):
@@ -102,4 +103,17 @@ def test_data_dag_runs_then_reruns_only_what_a_config_edit_touches(tiny_pipeline
     config["dedup"]["threshold"] = 0.7
     config["dedup"] = dict(reversed(list(config["dedup"].items())))
     run.set_config(config)
+    assert run.planned_jobs() == {}
+
+    # Decontamination sits between split and tokenisation, and before sft/dpo/rl: an n-gram edit
+    # reruns it and every model, not the data stages or the evaluation sets.
+    run.update("decontaminate", ngram=8)
+    rerun = set(run.planned_jobs())
+    assert {"decontaminate", "tokenizer", "tokenize", "pretrain", "sft", "dpo", "rl", "evaluate", "report"} <= rerun
+    assert not rerun & {"split", "posttrain_data", "eval_sets"}
+    # An evaluation-set key rewrites the sets, so decontamination (and so every model) reruns too.
+    run.update("decontaminate", ngram=13)
+    run.update("evaluate", arithmetic_problems=9)
+    assert {"eval_sets", "decontaminate", "pretrain", "evaluate"} <= set(run.planned_jobs())
+    run.update("evaluate", arithmetic_problems=8)
     assert run.planned_jobs() == {}

@@ -4,16 +4,17 @@ probes (train-phrased and held-out), few-shot arithmetic and fixed-prompt sample
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
-import random
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from llmpipe.config import stage_params
-from llmpipe.io import write_json
+from llmpipe.config import ConfigError, stage_params
+from llmpipe.eval.memorisation import TrainIndex, held_out_docs, memorisation_metrics
+from llmpipe.io import read_jsonl, write_json
 from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
@@ -117,39 +118,17 @@ def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_
     ]
 
 
-def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:
-    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) and answers."""
-    rng = random.Random(seed)
-
-    def problem() -> tuple[str, int]:
-        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
-        if rng.random() < 0.5:
-            return f"What is {a} plus {b}?", a + b
-        a, b = max(a, b), min(a, b)
-        return f"What is {a} minus {b}?", a - b
-
-    items = []
-    for _ in range(n):
-        examples = [problem() for _ in range(shots)]
-        question, answer = problem()
-        context = "".join(f"{q} {a}\n" for q, a in examples)
-        items.append((context + question, answer))
-    return items
-
-
-def arithmetic_metrics(model: GPT, tokenizer, p: dict, batch_size: int) -> dict:
-    items = arithmetic_problems(
-        p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"]
-    )
+def arithmetic_metrics(model: GPT, tokenizer, items: list[dict], shots: int, batch_size: int) -> dict:
+    """Greedy accuracy on the few-shot set's rows (``prompt``: solved lines then the question)."""
     if not items:
         return {"n": 0}
-    outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, q) for q, _ in items], 4, batch_size)
+    outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, r["prompt"]) for r in items], 4, batch_size)
     parsed = [re.match(r"\s*(-?\d+)", out) for out in outputs]
-    correct = [m is not None and int(m.group(1)) == a for m, (_, a) in zip(parsed, items)]
+    correct = [m is not None and int(m.group(1)) == int(r["answer"]) for m, r in zip(parsed, items)]
     return {
-        "n": len(items), "accuracy": sum(correct) / len(items), "shots": p["arithmetic_shots"],
-        "examples": [{"prompt": q.splitlines()[-1], "answer": a, "output": o}
-                     for (q, a), o in list(zip(items, outputs))[:10]],
+        "n": len(items), "accuracy": sum(correct) / len(items), "shots": shots,
+        "examples": [{"prompt": r["prompt"].splitlines()[-1], "answer": int(r["answer"]), "output": o}
+                     for r, o in list(zip(items, outputs))[:10]],
     }
 
 
@@ -165,25 +144,44 @@ def samples(model: GPT, tokenizer, p: dict) -> list[dict]:
     return [{"prompt": t, "completion": tokenizer.decode(ids)} for t, ids in zip(prompts, outputs)]
 
 
-def spread(items: list, limit: int | None) -> list:
-    """At most ``limit`` items, evenly spaced so every kind of fact stays represented."""
-    if limit is None or len(items) <= limit:
-        return items
-    return [items[i * len(items) // limit] for i in range(limit)]
+def from_row(cls, row: dict):
+    """A task dataclass from an evaluation-set row, keeping the fields ``cls`` has."""
+    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})
 
 
-def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime) -> dict:
-    from llmpipe.tasks.world import fact_probes
+@dataclasses.dataclass(frozen=True)
+class EvalSets:
+    """The evaluation items, read from the files the ``eval_sets`` and ``posttrain_data`` rules write."""
+    fact_probes: list[dict]  # both phrasings, "phrasing": "train" | "heldout"
+    chat: list[dict]  # held-out fact questions in the chat format
+    arithmetic_fewshot: list[dict]
+    rl_test: list[dict]  # the RL test problems (the chat evaluation's arithmetic)
+
+    @classmethod
+    def read(cls, fact_probes: str, chat: str, arithmetic_fewshot: str, rl_test: str) -> EvalSets:
+        return cls(*(read_jsonl(path) for path in (fact_probes, chat, arithmetic_fewshot, rl_test)))
+
+
+def evaluate(
+    model: GPT, tokenizer, splits: dict[str, PackedData], sets: EvalSets, p: dict, runtime: rt.Runtime,
+    memorisation_index: TrainIndex | None = None, val_docs: list[list[int]] | None = None,
+) -> dict:
+    from llmpipe.tasks.facts import HeldoutQuestion
+    from llmpipe.tasks.world import Probe
 
     bs = p["batch_size"]
     metrics = {name: split_metrics(model, data, tokenizer, runtime, bs, p["document_mask"])
                for name, data in splits.items()}
-    for name, heldout in (("facts_train_phrasing", False), ("facts_heldout_phrasing", True)):
-        probes = spread(fact_probes(heldout=heldout), p["fact_probes"])
+    for name, phrasing in (("facts_train_phrasing", "train"), ("facts_heldout_phrasing", "heldout")):
+        probes = [from_row(Probe, r) for r in sets.fact_probes if r.get("phrasing") == phrasing]
         metrics[name] = probe_metrics(model, tokenizer, probes, runtime, bs)
-    metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, p, bs)
+    metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, sets.arithmetic_fewshot, p["arithmetic_shots"], bs)
     metrics["samples"] = samples(model, tokenizer, p)
-    metrics["chat"] = chat_metrics(model, tokenizer, p, runtime)
+    questions = [from_row(HeldoutQuestion, r) for r in sets.chat]
+    problems = sets.rl_test[: p["chat_arithmetic_problems"]]
+    metrics["chat"] = chat_metrics(model, tokenizer, p, runtime, questions, problems)
+    if memorisation_index is not None and val_docs is not None:
+        metrics["memorisation"] = memorisation_metrics(model, tokenizer, memorisation_index, val_docs, p)
     return metrics
 
 
@@ -191,20 +189,47 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--model", required=True, help="model directory to evaluate")
     parser.add_argument("--val", required=True, help="packed validation split directory")
     parser.add_argument("--test", required=True, help="packed test split directory")
+    parser.add_argument("--fact-probes", required=True, help="eval_sets/fact_probes.jsonl")
+    parser.add_argument("--chat", required=True, help="eval_sets/chat.jsonl (held-out fact questions)")
+    parser.add_argument("--arithmetic", required=True, help="eval_sets/arithmetic_fewshot.jsonl")
+    parser.add_argument("--rl-test", required=True, help="posttrain_data/rl_test.jsonl (chat arithmetic)")
+    parser.add_argument("--train-tokens", nargs="*", default=[], help="train token shard headers (memorisation index)")
+    parser.add_argument("--val-tokens", nargs="*", default=[], help="validation token shard headers (prefixes)")
     parser.add_argument("--output", required=True, help="metrics JSON to write")
     parser.add_argument("--stats", required=True, help="stats.json to write")
+
+
+def check_memorisation(p: dict) -> None:
+    """What the schema cannot say: a continuation must be able to hold a memorised span."""
+    if p["memorisation_prefixes"] and p["memorisation_new_tokens"] < p["memorisation_span"]:
+        raise ConfigError(
+            f"config key 'evaluate.memorisation_new_tokens' ({p['memorisation_new_tokens']}) is below"
+            f" 'evaluate.memorisation_span' ({p['memorisation_span']}): no continuation could count as memorised"
+        )
+    if p["memorisation_index_window"] > p["memorisation_span"]:
+        raise ConfigError(
+            f"config key 'evaluate.memorisation_index_window' ({p['memorisation_index_window']}) exceeds"
+            f" 'evaluate.memorisation_span' ({p['memorisation_span']})"
+        )
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
     from llmpipe.model.directory import load_model, load_tokenizer
 
     p = stage_params(args.params, args.config, "evaluate")
+    check_memorisation(p)
     stats = StageStats("evaluate", shard=Path(args.model).name)
+    sets = EvalSets.read(args.fact_probes, args.chat, args.arithmetic, args.rl_test)
+    index = docs = None
+    if p["memorisation_prefixes"] and args.train_tokens and args.val_tokens:
+        index = TrainIndex.build(args.train_tokens, p["memorisation_index_window"])
+        docs = held_out_docs(args.val_tokens)
     runtime = rt.start(p["device"], p["dtype"])
     torch.manual_seed(p["seed"])
     model = load_model(args.model, runtime.device)
     metrics = evaluate(
-        model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime
+        model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, sets, p,
+        runtime, index, docs,
     )
     metrics["model"] = {"dir": str(args.model), "params": model.num_params(), **model.config.to_dict()}
     write_json(args.output, metrics)
@@ -217,6 +242,8 @@ def run(args: argparse.Namespace, stage: str) -> int:
         "chat_fact_accuracy": metrics["chat"]["facts"].get("accuracy"),
         "chat_ends_properly": metrics["chat"]["facts"].get("ends_properly"),
         "chat_arithmetic_accuracy": metrics["chat"]["arithmetic"].get("accuracy"),
+        "memorisation_rate": metrics.get("memorisation", {}).get("rate"),
+        "memorisation_longest_span": metrics.get("memorisation", {}).get("longest_span"),
     })
     stats.write(args.stats)
     return 0

@@ -131,6 +131,9 @@ def collect(results: Path, benchmarks: Path, params: dict, run_config: dict | No
                                            sample_tokens(tokenizer_path, params["sample_sentence"])),
         "packing": sec.packing_section({s: sec.read_json_file(layout.packed_file(results, s, "header.json"))
                                         for s in sec.SPLITS}),
+        "decontamination": sec.decontamination_section(sec.read_json_file(layout.contamination_file(results)),
+                                                       sec.read_json_file(layout.decontaminate_stats_file(results)),
+                                                       params["generations"]),
         "training": training,
         "evaluation": sec.evaluation_section(metrics, params["generations"]),
     }

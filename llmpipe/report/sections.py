@@ -438,6 +438,30 @@ def training_section(stage: str, rows: list[dict], stats: dict | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Decontamination
+
+
+def decontamination_section(report: dict | None, stats: dict | None, examples: int) -> dict:
+    """The contamination table, one row per evaluation set, and where its first items were found."""
+    if report is None:
+        return {"not_run": True}
+    sets = []
+    for name, s in sorted(report.get("sets", {}).items()):
+        found = [{"prompt": f.get("prompt"), "answer": fmt(f.get("answer")), "hits": f.get("hits"),
+                  "where": ", ".join(f"{w.get('file')}:{w.get('id', w.get('line'))}" for w in f.get("where", [])[:3])}
+                 for f in s.get("found", [])[:examples]]
+        sets.append({"name": name, "n_items": s.get("items"), "contaminated": s.get("contaminated"),
+                     "remaining": s.get("remaining"), "report_only": s.get("report_only"), "found": found})
+    files = [{"file": name, "texts": f.get("documents", f.get("rows")), "contaminated": f.get("contaminated"),
+              "dropped": f.get("dropped")} for name, f in sorted(report.get("training_files", {}).items())]
+    facts = [("n-gram (words)", fmt(report.get("ngram"))), ("action", report.get("action", "")),
+             ("train documents dropped", fmt(dig(stats, "removed", "contaminated") or 0)),
+             ("post-training rows dropped", fmt(dig(stats, "extra", "posttrain_rows_dropped"))),
+             ("seconds", fmt(dig(stats, "wall_seconds")))]
+    return {"not_run": False, "facts": facts, "sets": sets, "files": files}
+
+
+# ---------------------------------------------------------------------------------------------
 # Evaluation
 
 
@@ -446,6 +470,9 @@ EVAL_ROWS = [  # (table label, plot label or None for non-accuracies, path in ev
     ("val bits per byte", None, ("val", "bits_per_byte")),
     ("test loss (nats/token)", None, ("test", "loss")),
     ("test bits per byte", None, ("test", "bits_per_byte")),
+    ("memorisation: continuations of held-out prefixes copying a train span", None, ("memorisation", "rate")),
+    ("memorisation: longest copied train span (tokens)", None, ("memorisation", "longest_span")),
+    ("memorisation: the held-out text's own rate (reference)", None, ("memorisation", "reference_rate")),
     (
         "fact probes, training phrasing: choice accuracy",
         "facts (train phrasing)",

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from llmpipe.model.generate import Sampling, generate_batched
 from llmpipe.model.gpt import GPT
-from llmpipe.tasks.arithmetic import rl_test_problems
-from llmpipe.tasks.facts import HeldoutQuestion, answer_candidates, heldout_questions
+from llmpipe.tasks.facts import HeldoutQuestion, answer_candidates
 from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.tokenizer.chat import END, prompt_ids
 
@@ -115,11 +114,11 @@ def arithmetic_metrics(
     }
 
 
-def chat_metrics(model: GPT, tokenizer, p: dict, runtime) -> dict:  # runtime: the evaluate signature
-    """The chat section of ``evaluate``'s metrics: held-out facts and the RL test problems,
-    regenerated in-process from the world (``chat_seed`` must equal ``posttrain_data.seed``)."""
-    questions = heldout_questions(p["chat_fact_questions"])
-    problems = rl_test_problems(p["chat_seed"], p["chat_arithmetic_problems"])
+def chat_metrics(
+    model: GPT, tokenizer, p: dict, runtime, questions: list[HeldoutQuestion], problems: list[dict]
+) -> dict:  # runtime: the evaluate signature
+    """The chat section of ``evaluate``'s metrics: held-out fact questions and arithmetic problems
+    (``evaluate`` passes the eval_sets chat file's and rl_test.jsonl's rows, read as DAG inputs)."""
     bs, budget = p["batch_size"], p["chat_max_new_tokens"]
     return {
         "facts": fact_metrics(model, tokenizer, questions, budget, bs),

@@ -12,8 +12,10 @@ from llmpipe import layout
 from llmpipe.cli import STAGES
 from llmpipe.code_version import code_version
 from llmpipe.config import canonical_json
+from llmpipe.eval.sets import KEYS as EVAL_SET_KEYS
 
 RESULTS = config["results"]
+EVAL_SET_KEYS = list(EVAL_SET_KEYS)  # the evaluate keys the eval_sets rule reads
 
 # The names the rules share with the stages and the report (llmpipe/layout.py).
 FILTER_STAGES = layout.FILTER_STAGES
@@ -333,6 +335,13 @@ def all_targets():
 def shard_outputs(stage):
     """A filter stage's outputs per shard: docs, rejects, stats."""
     return {kind: layout.shard_file(RESULTS, stage, kind, "{shard}") for kind in layout.SHARD_SUFFIXES}
+
+
+def corpus_file(split, shard):
+    """The documents a split's models see: train decontaminated (results/decontaminate/train), val and test as split."""
+    if split == "train":
+        return layout.decontaminated_train_file(RESULTS, shard)
+    return layout.split_file(RESULTS, split, shard)
 
 
 def packed(split):

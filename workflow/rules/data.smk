@@ -207,3 +207,40 @@ rule split:
     shell:
         "llmpipe split --params {params.cfg:q} --input {input.docs:q} --train {output.train:q}"
         " --val {output.val:q} --test {output.test:q} --stats {output.stats:q} > {log:q} 2>&1"
+
+
+# Decontamination: split/train -> decontaminate -> tokenizer / tokenize, and
+# posttrain_data/{sft,dpo,rl}_train -> decontaminate -> sft / dpo / rl. One job: the index of
+# every evaluation set is built once, and the findings are one table per evaluation set.
+DECONTAMINATE_EVAL = {
+    **{name: layout.eval_set_file(RESULTS, name) for name in layout.EVAL_SETS},
+    "rl_test": layout.posttrain_file(RESULTS, "rl_test"),
+    **{Path(path).name.removesuffix(".jsonl"): path for path in config["decontaminate"]["eval_files"]},
+}
+
+
+rule decontaminate:
+    input:
+        train=[layout.split_file(RESULTS, "train", shard) for shard in SHARDS],
+        posttrain=[layout.posttrain_file(RESULTS, name) for name in layout.POSTTRAIN_TRAIN_FILES],
+        eval=list(DECONTAMINATE_EVAL.values()),
+    output:
+        train=[layout.decontaminated_train_file(RESULTS, shard) for shard in SHARDS],
+        posttrain=[layout.decontaminated_posttrain_file(RESULTS, name) for name in layout.POSTTRAIN_TRAIN_FILES],
+        report=layout.contamination_file(RESULTS),
+        stats=layout.decontaminate_stats_file(RESULTS),
+    params:
+        cfg=section("decontaminate"),
+        code=stage_code("decontaminate"),
+        eval=[f"{name}={path}" for name, path in DECONTAMINATE_EVAL.items()],
+    log:
+        log_path("decontaminate", "decontaminate"),
+    benchmark:
+        benchmark_path("decontaminate", "decontaminate")
+    conda:
+        "../envs/llmpipe.yaml"
+    threads: 1
+    shell:
+        "llmpipe decontaminate --params {params.cfg:q} --eval {params.eval:q} --train {input.train:q}"
+        " --train-output {output.train:q} --posttrain {input.posttrain:q} --posttrain-output {output.posttrain:q}"
+        " --report {output.report:q} --stats {output.stats:q} > {log:q} 2>&1"

@@ -34,7 +34,7 @@ rule posttrain_data:
 rule sft:
     input:
         base=layout.model_files(RESULTS, "pretrain"),
-        train=layout.posttrain_file(RESULTS, "sft_train"),
+        train=layout.decontaminated_posttrain_file(RESULTS, "sft_train"),
         heldout=layout.posttrain_file(RESULTS, "sft_heldout"),
     output:
         **model_outputs("sft"),
@@ -67,7 +67,7 @@ rule dpo:
     """DPO of the SFT model against itself frozen (reference log-probs computed once)."""
     input:
         model=layout.model_files(RESULTS, "sft"),
-        train=layout.posttrain_file(RESULTS, "dpo_train"),
+        train=layout.decontaminated_posttrain_file(RESULTS, "dpo_train"),
         heldout=layout.posttrain_file(RESULTS, "dpo_heldout"),
     output:
         **model_outputs("dpo"),
@@ -97,7 +97,7 @@ rule rl:
     """GRPO-style RL of the DPO model on arithmetic problems with a verifiable reward."""
     input:
         model=layout.model_files(RESULTS, "dpo"),
-        train=layout.posttrain_file(RESULTS, "rl_train"),
+        train=layout.decontaminated_posttrain_file(RESULTS, "rl_train"),
         test=layout.posttrain_file(RESULTS, "rl_test"),
     output:
         **model_outputs("rl"),

@@ -22,6 +22,7 @@ REPORT_INPUTS = {
         for path in (layout.metrics_file(RESULTS, stage), layout.training_stats_file(RESULTS, stage))
     ],
     "evaluate": [layout.evaluation_file(RESULTS, stage) for stage in MODEL_STAGES],
+    "decontaminate": [layout.contamination_file(RESULTS), layout.decontaminate_stats_file(RESULTS)],
 }
 
 

@@ -3,7 +3,7 @@
 
 rule tokenizer:
     input:
-        train=[layout.split_file(RESULTS, "train", shard) for shard in SHARDS],
+        train=[layout.decontaminated_train_file(RESULTS, shard) for shard in SHARDS],
         val=[layout.split_file(RESULTS, "val", shard) for shard in SHARDS],
     output:
         tokenizer=layout.tokenizer_file(RESULTS),
@@ -29,7 +29,7 @@ rule tokenizer:
 
 rule tokenize:
     input:
-        docs=layout.split_file(RESULTS, "{split}", "{shard}"),
+        docs=lambda wc: corpus_file(wc.split, wc.shard),
         tokenizer=rules.tokenizer.output.tokenizer,
     output:
         **{kind: layout.tokens_file(RESULTS, "{split}", "{shard}", kind) for kind in layout.TOKEN_SUFFIXES},

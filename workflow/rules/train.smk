@@ -35,12 +35,38 @@ rule pretrain:
         " --stats {output.stats:q} > {log:q} 2>&1"
 
 
+rule eval_sets:
+    """The evaluation sets as files (fact probes, chat questions, few-shot arithmetic): inputs of
+    evaluate and decontaminate, so both see exactly the same items."""
+    output:
+        **{name: layout.eval_set_file(RESULTS, name) for name in layout.EVAL_SETS},
+        stats=layout.eval_sets_stats_file(RESULTS),
+    params:
+        cfg=section("evaluate", EVAL_SET_KEYS),
+        code=stage_code("eval-sets"),
+    log:
+        log_path("eval_sets", "eval_sets"),
+    benchmark:
+        benchmark_path("eval_sets", "eval_sets")
+    conda:
+        "../envs/llmpipe.yaml"
+    threads: 1
+    shell:
+        "llmpipe eval-sets --params {params.cfg:q} --fact-probes {output.fact_probes:q} --chat {output.chat:q}"
+        " --arithmetic-fewshot {output.arithmetic_fewshot:q} --stats {output.stats:q} > {log:q} 2>&1"
+
+
 rule evaluate:
     """The same evaluation for every stage's model: results/<stage>/ -> results/evaluate/<stage>.json."""
     input:
         model=layout.model_files(RESULTS, "{model}"),
         val=packed("val"),
         test=packed("test"),
+        **{name: layout.eval_set_file(RESULTS, name) for name in layout.EVAL_SETS},
+        rl_test=layout.posttrain_file(RESULTS, "rl_test"),
+        # memorisation: an index of the train tokens the models saw, prefixes of held-out documents
+        train_tokens=[layout.tokens_file(RESULTS, "train", shard, "header") for shard in SHARDS],
+        val_tokens=[layout.tokens_file(RESULTS, "val", shard, "header") for shard in SHARDS],
     output:
         metrics=report(layout.evaluation_file(RESULTS, "{model}"), caption="../report/evaluate.rst", category="Evaluation", labels={"model": "{model}"}),
         stats=f"{RESULTS}/evaluate/stats/{{model}}.json",
@@ -61,5 +87,7 @@ rule evaluate:
     threads: workflow.cores
     shell:
         "OMP_NUM_THREADS={threads} llmpipe evaluate --params {params.cfg:q} --model {params.model:q}"
-        " --val {params.val:q} --test {params.test:q} --output {output.metrics:q}"
-        " --stats {output.stats:q} > {log:q} 2>&1"
+        " --val {params.val:q} --test {params.test:q} --fact-probes {input.fact_probes:q} --chat {input.chat:q}"
+        " --arithmetic {input.arithmetic_fewshot:q} --rl-test {input.rl_test:q}"
+        " --train-tokens {input.train_tokens:q} --val-tokens {input.val_tokens:q}"
+        " --output {output.metrics:q} --stats {output.stats:q} > {log:q} 2>&1"

@@ -1,0 +1,49 @@
+"""Evaluation sets are files: the eval-sets stage writes exactly the items evaluate scored in-process
+before, and evaluate scores whatever rl_test.jsonl holds (a user's rl_path split included)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from llmpipe.cli import main
+from llmpipe.config import stage_params
+from llmpipe.eval.evaluate import EvalSets, evaluate
+from llmpipe.eval.sets import arithmetic_problems, spread
+from llmpipe.io import read_jsonl
+from llmpipe.tasks.facts import heldout_questions
+from llmpipe.tasks.world import fact_probes
+from llmpipe.train import runtime as rt
+
+
+def test_written_sets_are_the_generated_items(tmp_path):
+    paths = {name: tmp_path / f"{name}.jsonl" for name in ("fact-probes", "chat", "arithmetic-fewshot")}
+    params = {"fact_probes": 30, "chat_fact_questions": 7, "arithmetic_problems": 5, "seed": 3}
+    args = [x for name, path in paths.items() for x in (f"--{name}", str(path))]
+    assert main(["eval-sets", "--params", json.dumps(params), *args, "--stats", str(tmp_path / "s.json")]) == 0
+    probes = read_jsonl(paths["fact-probes"])
+    for phrasing, heldout in (("train", False), ("heldout", True)):
+        expected = spread(fact_probes(heldout=heldout), 30)
+        got = [r for r in probes if r["phrasing"] == phrasing]
+        assert [(r["prompt"], r["answer"], r["kind"]) for r in got] == [(p.prompt, p.answer, p.kind) for p in expected]
+    chat = read_jsonl(paths["chat"])
+    assert [r["messages"] for r in chat] == [q.messages for q in heldout_questions(7)]
+    assert all(r["prompt"] == r["messages"][-1]["content"] and r["answer"] and r["kind"] for r in chat)
+    arithmetic = read_jsonl(paths["arithmetic-fewshot"])
+    assert [(r["prompt"], int(r["answer"])) for r in arithmetic] == arithmetic_problems(5, 3, 10, 3)
+
+
+def test_evaluate_scores_the_rl_test_file_it_is_given(tiny_model_dir):
+    from llmpipe.model.directory import load_model, load_tokenizer
+
+    directory = tiny_model_dir(context_length=64)
+    model, tok = load_model(directory), load_tokenizer(directory)
+    user_test = [{"prompt": "Zed has 2 owls and gets 3 more. How many owls does Zed have now?", "answer": "5"},
+                 {"prompt": "A crate holds 4 rows of 2 jars. How many jars?", "answer": "8"}]
+    p = stage_params(json.dumps({"sample_prompts": [], "chat_max_new_tokens": 4, "batch_size": 2}), None, "evaluate")
+    sets = EvalSets(fact_probes=[], chat=[], arithmetic_fewshot=[], rl_test=user_test)
+    with torch.no_grad():
+        metrics = evaluate(model, tok, {}, sets, p, rt.Runtime(torch.device("cpu"), torch.float32))
+    assert metrics["chat"]["arithmetic"]["n"] == 2
+    assert [e["prompt"] for e in metrics["chat"]["arithmetic"]["examples"]] == [r["prompt"] for r in user_test]
+    assert metrics["chat"]["facts"] == {"n": 0} and "memorisation" not in metrics
