@@ -1,7 +1,7 @@
 """RL step time with the plain generation engine against prompt sharing + compaction, same run.
 
     python benchmarks/rl_sampling.py --model results/dpo --problems results/posttrain_data/rl_train.jsonl
-        [--config config.yaml] [--steps 3]
+        [--config config.yaml] [--steps 3] [--test results/posttrain_data/rl_test.jsonl]
 
 Each of ``--steps`` RL steps (the config's ``rl`` section: prompts_per_step x group_size samples
 at its temperature) runs twice from the same weights, the variants interleaved so both see the
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--problems", required=True, help="rl_train.jsonl")
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--test", help="rl_test.jsonl: also time one held-out evaluation (greedy + pass@k) each way")
     args = parser.parse_args()
     p = load_config(args.config)["rl"]
     runtime = rt.start("cpu")
@@ -84,6 +85,26 @@ def main() -> None:
         print(f"| {name} | {statistics.median(times[name]['sample']):.2f} | "
               f"{statistics.median(times[name]['step']):.2f} | {statistics.mean(r):.3f} | {statistics.mean(n):.1f} | "
               f"{statistics.mean(e):.2f} |")
+    if args.test:
+        test, _ = rl.encode_problems(tokenizer, read_problems(args.test), base.config.context_length,
+                                     p["max_new_tokens"], args.test)
+        test = test[: p["eval_problems"]] if p["eval_problems"] else test
+        evals = {}
+        for name, engine in VARIANTS.items():
+            rl.generate_batched = functools.partial(engine_of_rl, **engine)
+            try:
+                t0 = time.perf_counter()
+                metrics = rl.heldout_metrics(base, tokenizer, test, p)
+                evals[name] = (time.perf_counter() - t0, metrics)
+            finally:
+                rl.generate_batched = engine_of_rl
+        k = p["eval_pass_k"]
+        for name, (seconds, m) in evals.items():
+            print(f"held-out evaluation ({len(test)} problems, greedy + {k} samples each), {name}: {seconds:.1f} s, "
+                  f"pass@1 {m['heldout_pass_at_1']:.3f}, sampled pass@1 {m['heldout_pass_at_1_sampled']:.3f}, "
+                  f"pass@{k} {m[f'heldout_pass_at_{k}']:.3f}")
+        print(f"held-out evaluation speed-up {evals['plain'][0] / evals['shared'][0]:.2f}x; identical greedy "
+              f"replies: {evals['plain'][1]['_examples'] == evals['shared'][1]['_examples']}")
     plain, shared = (statistics.median(times[v]["step"]) for v in VARIANTS)
     plain_s, shared_s = (statistics.median(times[v]["sample"]) for v in VARIANTS)
     print(f"sampling speed-up {plain_s / shared_s:.2f}x, RL step speed-up {plain / shared:.2f}x; "
