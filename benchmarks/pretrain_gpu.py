@@ -6,7 +6,11 @@ the document mask (FlexAttention block mask from segment ids, ~8 documents per r
 MFU counts 6·N + 12·L·H·Q·T flops per token against the device's dense bf16 peak. Before timing,
 ``--check-flex`` compares FlexAttention's gradients with the dense mask's on the GPU.
 
+``--optimizers adamw muon`` and ``--qk-norm off on`` repeat the chosen variants for each optimizer
+(``llmpipe.train.optim``: fused AdamW, or Muon for the block matrices) and with QK-norm on or off.
+
     python benchmarks/pretrain_gpu.py [--batch 32] [--steps 20] [--preset gpt2] [--check-flex]
+        [--optimizers adamw muon] [--qk-norm off on]
 """
 from __future__ import annotations
 
@@ -17,7 +21,12 @@ import torch
 
 from llmpipe.model.device import pick_device
 from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.train.optim import build_optimizer
 from llmpipe.train.runtime import Runtime
+
+# the pretrain schema's defaults for the optimizer keys (lr as nanoGPT's gpt2 run)
+OPTIMIZER = {"lr": 6e-4, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "muon_lr": 0.02, "muon_momentum": 0.95,
+             "muon_ns_steps": 5, "muon_weight_decay": 0.0}
 
 VARIANTS = {  # name -> (autocast dtype, compile, document mask)
     "eager fp32 (tf32)": (torch.float32, False, False),
@@ -63,12 +72,13 @@ def train_step(
 
 
 def measure(
-    config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, document_mask: bool, device
+    config: GPTConfig, batch: int, steps: int, dtype: torch.dtype, compiled: bool, document_mask: bool, device,
+    optimizer_name: str = "adamw",
 ) -> tuple[float, float]:
     """(tokens/s, MFU) over ``steps`` optimizer steps after warm-up."""
     torch.manual_seed(0)
     model = GPT(config).to(device)
-    optimizer = model.optimizer(6e-4, 0.1, (0.9, 0.95), fused=True)
+    optimizer = build_optimizer(model, {**OPTIMIZER, "optimizer": optimizer_name}, fused=True)
     forward = torch.compile(model) if compiled else model
     runtime = Runtime(device, dtype)
     x = torch.randint(0, config.vocab_size, (batch, config.context_length), device=device)
@@ -103,6 +113,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--check-flex", action="store_true", help="FlexAttention vs dense-mask gradients")
+    parser.add_argument("--optimizers", nargs="*", default=["adamw"], choices=["adamw", "muon"])
+    parser.add_argument("--qk-norm", nargs="*", default=["off"], choices=["off", "on"])
     args = parser.parse_args()
     device = pick_device("auto")
     if device.type != "cuda":
@@ -115,15 +127,19 @@ def main() -> None:
     if args.check_flex:
         print(f"FlexAttention vs dense document mask, fp32 gradients: max relative difference "
               f"{check_flex_gradients(config, device):.2e}")
-    print("| variant | tokens/s | MFU |\n|---|---|---|")
+    print("| variant | optimizer | QK-norm | tokens/s | MFU |\n|---|---|---|---|---|")
     for name in args.variants:
-        try:
-            tps, mfu = measure(config, args.batch, args.steps, *VARIANTS[name], device)
-        except torch.OutOfMemoryError:  # the fp32 baseline may not fit a batch bf16 fits
-            print(f"| {name} | out of memory | |", flush=True)
-            torch.cuda.empty_cache()
-            continue
-        print(f"| {name} | {tps:,.0f} | {mfu:.1%} |", flush=True)
+        for optimizer_name in args.optimizers:
+            for qk in args.qk_norm:
+                cfg = GPTConfig(**{**config.to_dict(), "qk_norm": qk == "on"})
+                label = f"| {name} | {optimizer_name} | {qk} |"
+                try:
+                    tps, mfu = measure(cfg, args.batch, args.steps, *VARIANTS[name], device, optimizer_name)
+                except torch.OutOfMemoryError:  # the fp32 baseline may not fit a batch bf16 fits
+                    print(f"{label} out of memory | |", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                print(f"{label} {tps:,.0f} | {mfu:.1%} |", flush=True)
 
 
 if __name__ == "__main__":

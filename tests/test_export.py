@@ -99,7 +99,8 @@ def llmpipe_reply(model: GPT, tokenizer: Tokenizer, ids: list[int], max_new_toke
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"n_kv_head": 2, "tie_embeddings": False}, {"n_kv_head": 1, "mlp_hidden": 100}]
+    "overrides", [{}, {"n_kv_head": 2, "tie_embeddings": False}, {"n_kv_head": 1, "mlp_hidden": 100},
+                  {"qk_norm": True, "n_kv_head": 2}]
 )
 def test_hf_llama_loads_the_export_offline_with_equal_logits(tmp_path, overrides, byte_tokenizer):
     model = trained_looking_model(**overrides)  # 301 ids > the byte tokenizer's 263: padded rows
@@ -111,7 +112,8 @@ def test_hf_llama_loads_the_export_offline_with_equal_logits(tmp_path, overrides
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path / "hf", local_files_only=True, dtype=torch.float32
     ).eval()
-    assert type(hf).__name__ == "LlamaForCausalLM"
+    # Llama cannot express QK-norm: such a model is exported as Qwen3, which is Llama plus it
+    assert type(hf).__name__ == ("Qwen3ForCausalLM" if overrides.get("qk_norm") else "LlamaForCausalLM")
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["eos_token_id"] == byte_tokenizer.eos_id
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
     text = "byte tokens: no merges, still a BPE"
@@ -223,3 +225,11 @@ def test_gguf_export_runs_in_llama_cpp_like_llmpipe(tmp_path, chat_tokenizer):
             assert out["choices"][0]["message"]["content"] == reply
     print("GGUF vs llmpipe:", report)
     assert load_tokenizer(model_dir).vocab_size == tok.vocab_size
+
+
+def test_gguf_export_refuses_qk_norm(tmp_path, byte_tokenizer):
+    from llmpipe.model.gguf_export import write_gguf
+
+    with pytest.raises(ValueError, match="QK-norm"):
+        write_gguf(trained_looking_model(qk_norm=True), byte_tokenizer, tmp_path / "m.gguf")
+    assert not (tmp_path / "m.gguf").exists()

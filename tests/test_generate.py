@@ -77,6 +77,50 @@ def test_top_k_and_top_p_keep_only_the_allowed_tokens():
     assert sample_next(logits, Sampling(temperature=0), None).eq(0).all()
 
 
+def batch_sizes(m: GPT, prompts, sampling, **engine) -> tuple[list[list[int]], list[int]]:
+    """The generated tokens and the batch size of every forward pass that made them."""
+    sizes: list[int] = []
+    hook = m.embed_tokens.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0].size(0)))
+    try:
+        return generate(m, prompts, sampling, **engine), sizes
+    finally:
+        hook.remove()
+
+
+def test_repeated_prompts_are_prefilled_once_and_give_the_same_tokens():
+    m = model(n_kv_head=2)
+    group = [p for p in PROMPTS for _ in range(4)]  # RL's layout: each prompt's samples together
+    greedy = Sampling(max_new_tokens=10, temperature=0)
+    shared, sizes = batch_sizes(m, group, greedy)
+    plain, plain_sizes = batch_sizes(m, group, greedy, share_prompts=False, compact=False)
+    assert shared == plain == [generate(m, [p], greedy)[0] for p in group]
+    assert sizes[0] == 3 and set(sizes[1:]) == {12}  # the prefill ran on the 3 distinct prompts
+    assert plain_sizes[0] == 12
+    s = Sampling(max_new_tokens=10, temperature=1.0, seed=3)
+    sampled = generate(m, group, s)
+    assert sampled == generate(m, group, s, share_prompts=False)  # the first step's logits are equal
+    assert len({tuple(x) for x in sampled}) > 3  # and the samples of one prompt still differ
+
+
+def test_finished_rows_leave_the_batch_with_unchanged_greedy_tokens():
+    m = model()
+    greedy = Sampling(max_new_tokens=16, temperature=0)
+    prompts = [[1, t] for t in range(3, 23)]
+    full = generate(m, prompts, greedy, compact=False)
+    # a token of every other row's completion, at varying steps: those rows end early (or sooner)
+    stops = tuple({full[i][2 + i % 9] for i in range(0, 20, 2)})
+    stopping = Sampling(16, 0, stop_ids=stops)
+    compacted, sizes = batch_sizes(m, prompts, stopping)
+    kept, kept_sizes = batch_sizes(m, prompts, stopping, compact=False)
+    assert compacted == kept == generate(m, prompts, stopping, use_cache=False)
+    assert sum(len(c) < 16 for c in compacted) >= 5  # enough rows stopped for a compaction
+    assert sizes[-1] < 20 and set(kept_sizes) == {20}
+    assert sum(sizes) < sum(kept_sizes)
+    # seeded sampling with compaction: reproducible, and the cache still changes nothing
+    s = Sampling(16, 1.0, stop_ids=stops, seed=1)
+    assert generate(m, prompts, s) == generate(m, prompts, s) == generate(m, prompts, s, use_cache=False)
+
+
 # --- evaluation on a model that really learned a toy world (real tokenizer, real training) ---
 
 COUNTRIES = ["Avalia", "Borduna", "Cestria", "Dumarck", "Elvania", "Fenwick", "Galdor", "Hestia"]

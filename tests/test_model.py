@@ -116,3 +116,22 @@ def test_flex_attention_document_mask_equals_the_dense_mask_forward(n_kv_head):
         dense, _ = model(idx, segments=segments, flex=False)
         flex, _ = model(idx, segments=segments, flex=True)
     assert (dense - flex).abs().max() < 1e-5
+
+
+def test_qk_norm_normalises_each_heads_query_and_key_before_rope():
+    model = small_model(qk_norm=True, n_kv_head=2)
+    attn = model.layers[0].self_attn
+    assert attn.q_norm.weight.shape == attn.k_norm.weight.shape == (model.config.head_dim,)
+    x = torch.randint(0, 97, (2, 32))
+    with torch.no_grad():
+        base = model(x)[0]
+        # the norm makes attention blind to each head's query/key scale: scaling q_proj changes nothing
+        attn.q_proj.weight.mul_(7.0)
+        attn.k_proj.weight.mul_(3.0)
+        assert torch.allclose(model(x)[0], base, atol=1e-4)
+        # and its gains are live parameters
+        attn.q_norm.weight.mul_(3.0)
+        assert not torch.allclose(model(x)[0], base, atol=1e-3)
+    plain = small_model(n_kv_head=2)
+    assert not hasattr(plain.layers[0].self_attn, "q_norm")
+    assert len(list(model.parameters())) == len(list(plain.parameters())) + 2 * 2

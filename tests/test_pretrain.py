@@ -132,9 +132,12 @@ def test_unigram_entropy_counts_the_loss_targets_in_chunks(packed):
     assert counts_entropy(np.array([5, 5, 0])) == pytest.approx(math.log(2))
 
 
-def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed, tmp_path):
+@pytest.mark.parametrize("optimizer, qk_norm", [("adamw", False), ("muon", True)])
+def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed, tmp_path, optimizer, qk_norm):
     out = tmp_path / "model"
-    run_pretrain(packed, out, pretrain_settings(max_steps=60))
+    cfg = pretrain_settings(max_steps=60, optimizer=optimizer)
+    cfg["model"]["qk_norm"] = qk_norm
+    run_pretrain(packed, out, cfg)
     rows = metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 61))
     assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= set(rows[0])
@@ -147,11 +150,15 @@ def test_training_learns_far_below_unigram_entropy_and_writes_a_model_dir(packed
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
 
 
-@pytest.mark.parametrize("val, keep, kill_at", [("val", "last", 45), ("noise", "best", 65)])
-def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path, val, keep, kill_at):
+@pytest.mark.parametrize(
+    "val, keep, kill_at, optimizer", [("val", "last", 45, "adamw"), ("noise", "best", 65, "adamw"),
+                                      ("val", "last", 45, "muon")]
+)
+def test_sigkill_then_rerun_resumes_to_bit_identical_weights(packed, tmp_path, val, keep, kill_at, optimizer):
     """keep=best on noise validation: the best weights (step 20) are written before the kill
-    (after step 65) and must be the ones the resumed run puts in the model directory."""
-    cfg = pretrain_settings(max_steps=120, eval_every=60 if keep == "last" else 20, keep=keep)
+    (after step 65) and must be the ones the resumed run puts in the model directory. Muon:
+    its momentum buffers and the AdamW half's moments come back from the checkpoint."""
+    cfg = pretrain_settings(max_steps=120, eval_every=60 if keep == "last" else 20, keep=keep, optimizer=optimizer)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     run_pretrain(packed, reference, cfg, val=val)
 
@@ -209,8 +216,11 @@ def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):
     assert [r["step"] for r in metrics(out)] == list(range(1, 13))
 
 
-def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path):
-    cfg = pretrain_settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path, optimizer):
+    """Muon too: DDP averages the gradients before the step, so each rank orthogonalises the
+    same momentum and the two ranks stay equal to the one-process run."""
+    cfg = pretrain_settings(max_steps=8, eval_every=8, batch_size=4, tokens_per_step=256, optimizer=optimizer)
     run_pretrain(packed, tmp_path / "single", cfg)
     torchrun = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "llmpipe.cli"

@@ -1,5 +1,6 @@
-"""``llmpipe export``: a model directory as a chat-ready Hugging Face Llama directory, or a GGUF
-file for llama.cpp (``--format gguf --quant f16|q8_0``, see ``llmpipe.model.gguf_export``).
+"""``llmpipe export``: a model directory as a chat-ready Hugging Face Llama directory (Qwen3 for a
+QK-norm model, see ``hf_architecture``), or a GGUF file for llama.cpp (``--format gguf --quant
+f16|q8_0``, see ``llmpipe.model.gguf_export``).
 
 Our module names already follow HF Llama's (and RoPE uses its half-split layout), so the HF
 export is a ``model.`` prefix, a LlamaConfig ``config.json`` and the tokenizer files — no weight
@@ -53,12 +54,25 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
     return {name: tokenizer.special_tokens.get(f"<|{name}|>") for name in ("bos", "eos", "pad", "end")}
 
 
+def hf_architecture(model: GPT) -> tuple[str, str]:
+    """(architecture, model_type): Llama, or Qwen3 for a QK-norm model.
+
+    LlamaConfig has no way to say "RMSNorm the queries and keys", so a QK-norm model exported as
+    Llama would load without complaint and compute something else. Qwen3 is Llama plus exactly
+    that norm (per head, with a gain, before RoPE, weights ``self_attn.q_norm`` / ``k_norm``),
+    the form our ``Attention`` uses, so it describes such a model exactly.
+    """
+    return ("Qwen3ForCausalLM", "qwen3") if model.config.qk_norm else ("LlamaForCausalLM", "llama")
+
+
 def hf_config(model: GPT, special_ids: dict[str, int | None]) -> dict:
-    """The LlamaConfig that describes ``model`` exactly."""
+    """The LlamaConfig (Qwen3Config with QK-norm) that describes ``model`` exactly."""
     c = model.config
+    architecture, model_type = hf_architecture(model)
+    extra = {"use_sliding_window": False, "attention_dropout": 0.0} if c.qk_norm else {"mlp_bias": False}
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture],
+        "model_type": model_type,
         "vocab_size": c.vocab_size,
         "hidden_size": c.n_embd,
         "intermediate_size": c.mlp_hidden,
@@ -73,7 +87,7 @@ def hf_config(model: GPT, special_ids: dict[str, int | None]) -> dict:
         "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},  # 5.x
         "tie_word_embeddings": c.tie_embeddings,
         "attention_bias": False,
-        "mlp_bias": False,
+        **extra,
         "initializer_range": c.init_std,
         "torch_dtype": "float32",
         **{f"{name}_token_id": special_ids.get(name) for name in ("bos", "eos", "pad")},

@@ -54,14 +54,35 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return ids.to(device), segments.to(device)
 
 
+def distinct_prompts(prompts: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Indices of each distinct prompt's first occurrence, and each prompt's distinct index."""
+    first: dict[tuple[int, ...], int] = {}
+    inverse = [first.setdefault(tuple(p), len(first)) for p in prompts]
+    firsts: dict[int, int] = {}
+    for row, u in enumerate(inverse):
+        firsts.setdefault(u, row)
+    return list(firsts.values()), inverse
+
+
+COMPACT_FRACTION = 0.25  # drop finished rows once this share of the live ones has finished
+
+
 @torch.no_grad()
 def generate(
-    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int = 0, use_cache: bool = True
+    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int = 0, use_cache: bool = True,
+    share_prompts: bool = True, compact: bool = True,
 ) -> list[list[int]]:
     """New tokens for each prompt, without the stop token that ended it.
 
     With ``use_cache`` the prompt is run once and each step feeds only the newest token;
     without, every step reruns the whole sequence (the reference the cache must equal).
+    ``share_prompts``: a prompt that occurs several times in the batch (RL's group of samples of
+    one problem, pass@k's k samples) is prefilled once and its keys and values copied to each
+    of its rows. ``compact``: once a quarter of the live rows have hit a stop token they leave
+    the batch (and the cache), so the steps after run on the unfinished rows only; the loop
+    ends when every row has finished. Greedy decoding gives the same tokens either way; seeded
+    sampling draws the same distribution, though once rows leave, not the same random numbers.
+    The two switches exist to measure what they save (``benchmarks/rl_sampling.py``).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token (start it with <|bos|>)")
@@ -69,34 +90,48 @@ def generate(
     prompts = [p[-(limit - 1):] for p in prompts]  # keep the most recent context
     device = next(model.parameters()).device
     ids, segments = left_pad(prompts, pad_id, device)
-    steps = min(sampling.max_new_tokens, limit - ids.size(1))
+    steps = max(0, min(sampling.max_new_tokens, limit - ids.size(1)))
     generator = None
     if sampling.temperature != 0:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
-    cache = None
-    if use_cache:
-        cache = KVCache(model.config, len(prompts), ids.size(1) + steps, device, next(model.parameters()).dtype)
+    n = len(prompts)
+    result = torch.full((n, steps), -1, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)  # the prompt of each live row
     stop = torch.tensor(list(sampling.stop_ids), dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    out: list[torch.Tensor] = []
-    step_ids, step_segments = ids, segments
-    for _ in range(steps):
-        logits, _ = model(step_ids, segments=step_segments, cache=cache)
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # per live row
+    cache = logits = None
+    if use_cache and steps:
+        firsts, inverse = distinct_prompts(prompts) if share_prompts else (list(range(n)), list(range(n)))
+        cache = KVCache(model.config, len(firsts), ids.size(1) + steps, device, next(model.parameters()).dtype)
+        logits, _ = model(ids[firsts], segments=segments[firsts], cache=cache)
+        if len(firsts) < n:
+            expand = torch.tensor(inverse, device=device)
+            cache.select(expand)
+            logits = logits[expand]
+    step_ids = step_segments = None
+    for t in range(steps):
+        if not use_cache:
+            logits, _ = model(ids, segments=segments)
+        elif t:  # the prefill gave step 0's logits
+            logits, _ = model(step_ids, segments=step_segments, cache=cache)
         token = sample_next(logits[:, -1], sampling, generator)
-        out.append(torch.where(done, -1, token))
+        result[rows, t] = torch.where(done, -1, token)
         done |= torch.isin(token, stop)
         if bool(done.all()):
             break
+        if compact and int(done.sum()) >= COMPACT_FRACTION * len(rows):
+            live = (~done).nonzero().squeeze(1)
+            rows, token, done = rows[live], token[live], done[live]
+            if use_cache:
+                cache.select(live)
+            else:
+                ids, segments = ids[live], segments[live]
         ones = torch.ones_like(token)[:, None]
         if use_cache:
             step_ids, step_segments = token[:, None], ones
         else:
             ids, segments = torch.cat([ids, token[:, None]], 1), torch.cat([segments, ones], 1)
-            step_ids, step_segments = ids, segments
-    if not out:
-        return [[] for _ in prompts]
-    rows = torch.stack(out, dim=1).tolist()
-    return [[t for t in row if t >= 0 and t not in sampling.stop_ids] for row in rows]
+    return [[t for t in row if t >= 0 and t not in sampling.stop_ids] for row in result.tolist()]
 
 
 @dataclass(frozen=True)
@@ -106,20 +141,22 @@ class Completion:
 
 
 def generate_batched(
-    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int, batch_size: int
+    model: GPT, prompts: list[list[int]], sampling: Sampling, pad_id: int, batch_size: int, **engine: bool
 ) -> list[Completion]:
     """``generate`` over ``prompts`` in batches of ``batch_size``, telling which completions ended.
 
     The engine drops the stop token, so a completion shorter than the steps its batch was given
     stopped at one. Batch ``k`` samples with seed ``sampling.seed + k * batch_size``: a fixed
-    seed draws the same way however many batches there are before it.
+    seed draws the same way however many batches there are before it. ``engine``: ``generate``'s
+    ``share_prompts`` / ``compact`` switches.
     """
     out: list[Completion] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         budget = min(sampling.max_new_tokens, model.config.context_length - max(len(p) for p in chunk))
         chunk_sampling = dataclasses.replace(sampling, seed=sampling.seed + start)
-        out += [Completion(new, len(new) < budget) for new in generate(model, chunk, chunk_sampling, pad_id)]
+        news = generate(model, chunk, chunk_sampling, pad_id, **engine)
+        out += [Completion(new, len(new) < budget) for new in news]
     return out
 
 

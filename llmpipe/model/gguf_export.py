@@ -102,6 +102,14 @@ def vocabulary(tokenizer: Tokenizer, vocab_size: int) -> tuple[list[str], list[i
 
 def write_gguf(model: GPT, tokenizer: Tokenizer, path: str | os.PathLike, quant: str = "f16") -> Path:
     """Write ``model`` (and its tokenizer) as a llama.cpp GGUF file; see the module docstring."""
+    if model.config.qk_norm:
+        # llama.cpp's ``llama`` architecture has no query/key norm; its ``qwen3`` one does, but
+        # this writer is verified against llama.cpp for ``llama`` only, so say so rather than
+        # write a file whose outputs nobody has checked
+        raise ValueError(
+            "GGUF export: this model uses QK-norm (model.qk_norm), which the llama architecture "
+            "cannot express; export it with --format hf (a Qwen3 model) instead"
+        )
     try:
         import gguf
     except ImportError:

@@ -1,6 +1,6 @@
 """The language model: a Llama-style decoder-only transformer, readable top to bottom.
 
-Config and presets, RMSNorm, RoPE, attention (SDPA, optional GQA, document mask, KV cache),
+Config and presets, RMSNorm, RoPE, attention (SDPA, optional GQA and QK-norm, document mask, KV cache),
 SwiGLU MLP, block, model with ``forward(idx, targets=None, segments=None)``, init, optimizer.
 
 The document mask is a dense boolean mask for SDPA on CPU (and in KV-cached decoding), which rules
@@ -38,6 +38,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
+    qk_norm: bool = False  # RMSNorm on each head's query and key before RoPE (Qwen3; see Attention)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head or self.n_head % self.n_kv_head:
@@ -153,6 +154,12 @@ class KVCache:
         self.segments[:, self.pos : end] = segments
         return self.segments[:, :end]
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) batch rows ``rows`` [B'] of every layer: drop finished sequences, or
+        copy one prompt's prefix to each of its samples."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.segments = self.segments[rows]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         end = self.pos + k.size(2)
         self.k[layer, :, :, self.pos : end] = k
@@ -170,12 +177,21 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.n_embd, kv_dim, bias=False)
         self.v_proj = nn.Linear(config.n_embd, kv_dim, bias=False)
         self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        if config.qk_norm:
+            # QK-norm (Dehghani et al. 2023; Wortsman et al. 2023): bounds the attention logits so a
+            # high learning rate (Muon's) cannot blow them up. Per head, with a gain, before RoPE,
+            # as Qwen3 does (nanochat normalises after RoPE without a gain); Qwen3's names, so
+            # the Hugging Face export can describe it exactly.
+            self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
+            self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
 
     def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, block_mask=None):
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)

@@ -27,6 +27,7 @@ from llmpipe.tasks.chat_eval import fact_metrics
 from llmpipe.tasks.facts import heldout_questions
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
+from llmpipe.train.optim import build_optimizer, set_lr_scale
 from llmpipe.train.schedule import lr_at, short_run_schedule
 
 # one training step: (step number from 1, row indices of its batch) -> the step's metrics
@@ -56,7 +57,7 @@ def load_base(p: dict, base: str | Path) -> Base:
 
 
 def make_optimizer(model: GPT, p: dict, runtime: rt.Runtime) -> torch.optim.Optimizer:
-    return model.optimizer(p["lr"], p["weight_decay"], (p["beta1"], p["beta2"]), fused=runtime.device.type == "cuda")
+    return build_optimizer(model, p, fused=runtime.device.type == "cuda")
 
 
 def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> float:
@@ -86,8 +87,7 @@ def train_steps(
     for step, index in enumerate(order, start=1):
         t0 = time.perf_counter()
         lr = lr_at(step - 1, sched)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr_scale(optimizer, lr / p["lr"])
         row = {"step": step, "lr": lr, **step_fn(step, index)}
         row["seconds"] = time.perf_counter() - t0
         if step % p["eval_every"] == 0 or step == steps:

@@ -1,7 +1,8 @@
 """``llmpipe pretrain``: train the decoder on packed sequences; resumable, DDP under torchrun.
 
-AdamW with warmup + cosine to a floor, clipping, accumulation to a tokens-per-step target,
-bf16 + torch.compile on CUDA, fp32 eager (and bit-reproducible) on CPU; metrics to JSONL.
+AdamW (or Muon for the hidden matrices, ``llmpipe.train.optim``) with warmup + cosine to a floor,
+clipping, accumulation to a tokens-per-step target, bf16 + torch.compile on CUDA, fp32 eager (and
+bit-reproducible) on CPU; metrics to JSONL.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from llmpipe.train import checkpoint
 from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, TrainOrder, target_counts, unigram_entropy
 from llmpipe.train.loss import mean_loss
+from llmpipe.train.optim import build_optimizer, set_lr_scale
 from llmpipe.train.schedule import lr_at
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022
@@ -106,8 +108,7 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
     torch.manual_seed(params["seed"])
     model = GPT(config).to(runtime.device)
     fused = runtime.device.type == "cuda"
-    betas = (params["beta1"], params["beta2"])
-    optimizer = model.optimizer(params["lr"], params["weight_decay"], betas, fused=fused)
+    optimizer = build_optimizer(model, params, fused=fused)
     order = TrainOrder(train_data, params["batch_size"], params["seed"], runtime.rank, runtime.world)
     accum = accumulation_steps(params["tokens_per_step"], params["batch_size"], config.context_length, runtime.world)
 
@@ -122,7 +123,7 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
         print(f"checkpoint in {run_dir} is from other settings or data; starting fresh", flush=True)
         torch.manual_seed(params["seed"])  # the load overwrote the seeded init
         model = GPT(config).to(runtime.device)
-        optimizer = model.optimizer(params["lr"], params["weight_decay"], betas, fused=fused)
+        optimizer = build_optimizer(model, params, fused=fused)
         state = None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -162,8 +163,7 @@ def train(params: dict, model_params: dict, args: argparse.Namespace) -> dict:
     while step < params["max_steps"]:
         t0 = time.perf_counter()
         lr = lr_at(step, params)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr_scale(optimizer, lr / params["lr"])
         batches = [order.next_batch().to(runtime.device) for _ in range(accum)]
         # normalise by the step's valid targets over all ranks and micro-steps: the gradient is
         # the token-mean however the batch is split (padding makes per-micro means unequal)
