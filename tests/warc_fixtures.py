@@ -1,30 +1,42 @@
 """WARC and ARC files written byte by byte the way real crawlers write them, and break them, for
 the ingest tests: HTTP messages (chunked, gzip, deflate, br, zstd, lying headers), records, gzip
-members, ARC files, and warcio's reading of a file (the recovery bar ingest must meet)."""
+members, ARC files, and warcio's reading of a file (the recovery bar ingest must meet). The writers
+that real-page crawls share with benchmarks/real_pages.py live in llmpipe/data/realpages.py."""
 from __future__ import annotations
 
 import gzip
 import os
 import random
-import re
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import brotli
 import zstandard
 from warcio.archiveiterator import ArchiveIterator
 
 from llmpipe.data.ingest import ingest_file
+from llmpipe.data.realpages import (  # noqa: F401 (re-exported: the tests write with the benchmark's helpers)
+    br,
+    chunked,
+    corpus_pages,
+    crawl_records,
+    crawler_styles,
+    find_corpus,
+    gzip_bytes,
+    http,
+    members,
+    record_id,
+    stored_as,
+    warc_record,
+    warcinfo,
+    zlib_deflate,
+)
 from llmpipe.stats import StageStats
 
-WARC_DATE = "2024-05-01T08:00:00Z"
 ARC_DATE = "20080430204825"
 WORDS = ("river mill town bread lantern harbour orchard meadow letter window garden winter summer "
          "market bridge candle kettle station village forest island tower morning evening").split()
-BENCH_CORPUS_HTML = ("usr/share/doc/python3.11/html", "usr/share/doc/postgresql-doc-15/html")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,42 +60,9 @@ def big_page(n: int, nbytes: int) -> bytes:
     return b"<html><head><title>Big</title></head><body>" + filler * (nbytes // len(filler)) + b"</body></html>"
 
 
-def http(body: bytes, headers: Iterable[tuple[str, str]] = (), status: str = "200 OK",
-         content_type: str | None = "text/html; charset=utf-8") -> bytes:
-    """An HTTP/1.1 response as a crawler stores it: status line, headers, blank line, body."""
-    lines = [f"HTTP/1.1 {status}", "Server: nginx"]
-    if content_type is not None:
-        lines.append(f"Content-Type: {content_type}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(body: bytes, sizes: Iterable[int], extension: str = "") -> bytes:
-    """``body`` in Transfer-Encoding: chunked, cut at ``sizes`` (cycled), then the last chunk."""
-    out, pos, sizes = [], 0, list(sizes)
-    while pos < len(body):
-        size = sizes[len(out) % len(sizes)]
-        piece = body[pos:pos + size]
-        out.append(b"%x%s\r\n%s\r\n" % (len(piece), extension.encode(), piece))
-        pos += size
-    return b"".join(out) + b"0\r\n\r\n"
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
-
-
-def zlib_deflate(data: bytes) -> bytes:
-    return zlib.compress(data)
-
-
 def raw_deflate(data: bytes) -> bytes:
     z = zlib.compressobj(6, zlib.DEFLATED, -15)
     return z.compress(data) + z.flush()
-
-
-def br(data: bytes) -> bytes:
-    return brotli.compress(data)
 
 
 def zstd(data: bytes) -> bytes:
@@ -110,41 +89,9 @@ def bomb(nbytes: int) -> bytes:
 # WARC records and files
 
 
-def record_id(url: str, salt: str = "") -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, url + salt))
-
-
-def warc_record(url: str, block: bytes, warc_type: str = "response",
-                content_type: str | None = "application/http; msgtype=response",
-                headers: Iterable[tuple[str, str]] = (), content_length: int | None = None,
-                salt: str = "") -> bytes:
-    """One uncompressed WARC/1.1 record, trailing CRLF CRLF included; ``content_length``
-    overrides the true length (a crawler bug), -1 leaves the header out."""
-    lines = ["WARC/1.1", f"WARC-Type: {warc_type}", f"WARC-Record-ID: <urn:uuid:{record_id(url, salt)}>",
-             f"WARC-Date: {WARC_DATE}"]
-    if url:
-        lines.append(f"WARC-Target-URI: {url}")
-    if content_type is not None:
-        lines.append(f"Content-Type: {content_type}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    if content_length != -1:
-        lines.append(f"Content-Length: {len(block) if content_length is None else content_length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + block + b"\r\n\r\n"
-
-
 def response(url: str, body: bytes, http_headers: Iterable[tuple[str, str]] = (), **kwargs) -> bytes:
     """A response record of an HTTP 200 HTML page whose stored body is ``body``."""
     return warc_record(url, http(body, http_headers), **kwargs)
-
-
-def warcinfo() -> bytes:
-    return warc_record("", b"software: warc_fixtures\r\nformat: WARC File Format 1.1\r\n", "warcinfo",
-                       "application/warc-fields")
-
-
-def members(records: Iterable[bytes]) -> bytes:
-    """Each record as its own gzip member (what every crawler writes for a .warc.gz)."""
-    return b"".join(gzip_bytes(r) for r in records)
 
 
 def broken_member(record: bytes, how: str) -> bytes:
@@ -247,61 +194,20 @@ def bench_corpus() -> Path | None:
     """The unpacked bench corpus (``$LLMPIPE_BENCH_CORPUS``, or a build beside the repository
     or in /tmp), or None when it has not been built."""
     here = Path(__file__).resolve().parent.parent
-    candidates = [os.environ.get("LLMPIPE_BENCH_CORPUS"), here / "bench-corpus", here.parent / "bench-corpus",
-                  "/tmp/bench-corpus"]
-    for candidate in candidates:
-        if candidate and all((Path(candidate) / "src" / sub).is_dir() for sub in BENCH_CORPUS_HTML):
-            return Path(candidate)
-    return None
+    return find_corpus([os.environ.get("LLMPIPE_BENCH_CORPUS"), here / "bench-corpus", here.parent / "bench-corpus",
+                        "/tmp/bench-corpus"])
 
 
 def real_pages(corpus: Path, count: int, seed: int = 0) -> list[tuple[str, bytes]]:
     """``count`` real HTML pages of the corpus (a seeded sample of both manuals): (url, bytes)."""
-    files = sorted(p for sub in BENCH_CORPUS_HTML for p in (corpus / "src" / sub).rglob("*.html")
-                   if p.stat().st_size > 2000)
-    picked = random.Random(seed).sample(files, min(count, len(files)))
-    return [("https://docs.example/" + p.relative_to(corpus / "src").as_posix(), p.read_bytes()) for p in picked]
-
-
-def crawler_styles() -> list[str]:
-    return ["plain", "chunked", "gzip", "chunked+gzip", "lying-gzip", "lying-chunked", "deflate", "br"]
-
-
-def stored_as(body: bytes, style: str, rng: random.Random) -> tuple[bytes, list[tuple[str, str]]]:
-    """``body`` stored the way a crawler of ``style`` stores it: (stored bytes, HTTP headers)."""
-    sizes = [rng.randint(1, 9000) for _ in range(5)]
-    if style == "plain":
-        return body, [("Content-Length", str(len(body)))]
-    if style == "chunked":
-        return chunked(body, sizes), [("Transfer-Encoding", "chunked")]
-    if style == "gzip":
-        return gzip_bytes(body), [("Content-Encoding", "gzip")]
-    if style == "chunked+gzip":
-        return chunked(gzip_bytes(body), sizes), [("Content-Encoding", "gzip"), ("Transfer-Encoding", "chunked")]
-    if style == "lying-gzip":  # Common Crawl style: payload stored decoded, header kept
-        return body, [("Content-Encoding", "gzip")]
-    if style == "lying-chunked":
-        return body, [("Transfer-Encoding", "chunked")]
-    if style == "deflate":
-        return zlib_deflate(body), [("Content-Encoding", "deflate")]
-    if style == "br":
-        return br(body), [("Content-Encoding", "br")]
-    raise ValueError(style)
+    return [(p.url, p.body) for p in corpus_pages(corpus, count, seed)]
 
 
 def real_crawl(pages: list[tuple[str, bytes]], seed: int = 0) -> tuple[bytes, dict[str, str]]:
     """A .warc.gz of real pages, each stored in one crawler style (cycled): (file, url -> style)."""
-    rng = random.Random(seed)
-    styles = crawler_styles()
-    records, style_of = [warcinfo()], {}
-    for i, (url, body) in enumerate(pages):
-        style = styles[i % len(styles)]
-        stored, headers = stored_as(body, style, rng)
-        charset = re.search(rb"charset=[\"']?([\w-]+)", body[:2048])
-        ctype = "text/html" + (f"; charset={charset.group(1).decode()}" if charset else "")
-        records.append(warc_record(url, http(stored, headers, content_type=ctype)))
-        style_of[url] = style
-    return members(records), style_of
+    styles = [crawler_styles()[i % len(crawler_styles())] for i in range(len(pages))]
+    crawl = members(crawl_records(pages, styles, random.Random(seed)))
+    return crawl, {url: style for (url, _), style in zip(pages, styles)}
 
 
 def big_shard(path: Path, pages: int, page_bytes: int) -> int:

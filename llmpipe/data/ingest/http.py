@@ -245,8 +245,13 @@ def _brotli(data: bytes, sink: _Sink) -> str:
     try:
         for pos in range(0, len(data), STEP):
             sink.add(d.process(data[pos : pos + STEP], output_buffer_limit=STEP))
-            while not d.can_accept_more_data():
-                sink.add(d.process(b"", output_buffer_limit=STEP))
+            # Drain what this step decoded beyond the limit. Not `while not can_accept_more_data()`:
+            # brotli 1.2 says True with output still pending, which cut every body at ~96 KiB.
+            while not d.is_finished():
+                out = d.process(b"", output_buffer_limit=STEP)
+                if not out:
+                    break
+                sink.add(out)
     except brotli.error:
         return "error"
     return "ok" if d.is_finished() else "truncated"
