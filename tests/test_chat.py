@@ -9,9 +9,10 @@ import torch
 
 from llmpipe.posttrain.chat_cli import fit_history
 from llmpipe.tasks import chat_eval
+from llmpipe.tasks.arithmetic import stated_facts
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
-from tests.conftest import REPO
+from tests.conftest import HELD, REPO
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,14 @@ def test_chat_metrics_on_a_tiny_model(tok, model_dir):
         "chat_fact_questions": 6, "chat_arithmetic_problems": 3, "chat_seed": 1234, "chat_max_new_tokens": 4,
         "batch_size": 4,
     }
-    metrics = chat_eval.chat_metrics(model, tok, p, rt.Runtime(torch.device("cpu"), torch.float32))
-    assert metrics["facts"]["n"] == 6 and metrics["arithmetic"]["n"] == 3
-    assert 0 <= metrics["facts"]["accuracy"] <= 1 and 0 <= metrics["facts"]["ends_properly"] <= 1
-    example = metrics["arithmetic"]["examples"][0]
-    assert {"prompt", "answer", "reply", "parsed", "correct", "ended"} <= set(example)
+    metrics = chat_eval.chat_metrics(model, tok, p, rt.Runtime(torch.device("cpu"), torch.float32), HELD)
+    for side, heldout in chat_eval.SIDES:
+        facts, arithmetic = metrics[f"facts_{side}"], metrics[f"arithmetic_{side}"]
+        assert facts["n"] == 6 and arithmetic["n"] == 3
+        assert 0 <= facts["accuracy"] <= 1 and 0 <= facts["ends_properly"] <= 1
+        assert all(e["held_out"] is heldout for e in facts["examples"] + arithmetic["examples"])
+        example = arithmetic["examples"][0]
+        assert {"prompt", "answer", "kind", "held_out", "reply", "parsed", "correct", "ended"} <= set(example)
+        # each side asks only its own facts
+        assert all(HELD.arithmetic(*fact) is heldout for e in arithmetic["examples"]
+                   for fact in stated_facts(e["prompt"]))

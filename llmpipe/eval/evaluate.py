@@ -1,5 +1,7 @@
 """``llmpipe evaluate``: one metrics JSON per model — loss, perplexity, bits per byte, fact
-probes (train-phrased and held-out), few-shot arithmetic and fixed-prompt samples.
+probes (train-phrased and held-out), few-shot arithmetic and the chat evaluation, each on
+in-distribution and held-out facts side by side (``*_in_distribution`` / ``*_held_out``: the
+world's held-out share, ``llmpipe.tasks.heldout``), and fixed-prompt samples.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from llmpipe.io import write_json
 from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
-from llmpipe.tasks.chat_eval import chat_metrics
+from llmpipe.tasks.chat_eval import SIDES, chat_metrics
+from llmpipe.tasks.heldout import HeldOut, from_config
 from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, target_counts, unigram_entropy
 from llmpipe.train.logprobs import summed_logprobs
@@ -63,9 +66,12 @@ def answer_text(prompt: str, answer: str) -> str:
     return answer if prompt.endswith((" ", "\n")) else " " + answer
 
 
-def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batch_size: int) -> dict:
+def probe_metrics(
+    model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batch_size: int, held: HeldOut | None = None
+) -> dict:
     """Greedy accuracy (the continuation starts with the answer) and multiple-choice accuracy
-    (the answer out-scores every other answer of its kind), with that choice's chance level."""
+    (the answer out-scores every other answer of its kind), with that choice's chance level;
+    with ``held``, also the choice accuracy on held-out and in-distribution subjects."""
     if not probes:
         return {"n": 0}
     choices: dict[str, list[str]] = defaultdict(list)
@@ -92,6 +98,7 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
             "prompt": p.prompt, "answer": p.answer, "kind": p.kind, "continuation": cont,
             "greedy_correct": cont.strip().startswith(p.answer), "choice": best[i][1],
             "choice_correct": best[i][1] == p.answer, "chance": 1 / len(choices[p.kind]),
+            "held_out": held is not None and held.subject(p.subject),
         })
     n = len(rows)
     by_kind = {
@@ -106,8 +113,15 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
         "choice_accuracy": sum(r["choice_correct"] for r in rows) / n,
         "choice_chance": sum(r["chance"] for r in rows) / n,
         "by_kind": by_kind,
+        **({f"choice_accuracy_{side}": share([r["choice_correct"] for r in rows if r["held_out"] == heldout])
+            for side, heldout in SIDES} if held is not None else {}),
         "examples": rows[:20],
     }
+
+
+def share(flags: list[bool]) -> float | None:
+    """The fraction of true flags (None for none: a side with no items has no accuracy)."""
+    return sum(flags) / len(flags) if flags else None
 
 
 def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_size: int) -> list[str]:
@@ -117,39 +131,47 @@ def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_
     ]
 
 
-def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:
-    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) and answers."""
-    rng = random.Random(seed)
+def arithmetic_problems(
+    n: int, shots: int, max_operand: int, seed: int, held: HeldOut, heldout: bool
+) -> list[dict]:
+    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) as
+    evaluation items: the solved shots are training facts, the question a fact of the requested
+    side of the world's held-out split (``held``)."""
+    rng = random.Random(f"{seed}/{'held_out' if heldout else 'in_distribution'}")
+    operands = {op: [(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1) if op == "add" or a >= b]
+                for op in ("add", "sub")}
+    pools = {side: {op: [ab for ab in pairs if held.arithmetic(op, *ab) == side] for op, pairs in operands.items()}
+             for side in (False, True)}
 
-    def problem() -> tuple[str, int]:
-        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
-        if rng.random() < 0.5:
-            return f"What is {a} plus {b}?", a + b
-        a, b = max(a, b), min(a, b)
-        return f"What is {a} minus {b}?", a - b
+    def problem(side: bool) -> tuple[str, int, str]:
+        ops = [op for op, pairs in pools[side].items() if pairs]
+        if not ops:
+            raise ValueError(f"no few-shot arithmetic fact with operands 0..{max_operand} is held_out={side}")
+        op = rng.choice(ops)
+        a, b = rng.choice(pools[side][op])
+        return f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?", a + b if op == "add" else a - b, op
 
     items = []
     for _ in range(n):
-        examples = [problem() for _ in range(shots)]
-        question, answer = problem()
-        context = "".join(f"{q} {a}\n" for q, a in examples)
-        items.append((context + question, answer))
+        context = "".join(f"{q} {a}\n" for q, a, _ in (problem(False) for _ in range(shots)))
+        question, answer, op = problem(heldout)
+        items.append({"prompt": context + question, "answer": str(answer), "kind": op, "held_out": heldout})
     return items
 
 
-def arithmetic_metrics(model: GPT, tokenizer, p: dict, batch_size: int) -> dict:
+def arithmetic_metrics(model: GPT, tokenizer, p: dict, batch_size: int, held: HeldOut, heldout: bool) -> dict:
     items = arithmetic_problems(
-        p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"]
+        p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"], held, heldout
     )
     if not items:
         return {"n": 0}
-    outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, q) for q, _ in items], 4, batch_size)
+    outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, it["prompt"]) for it in items], 4, batch_size)
     parsed = [re.match(r"\s*(-?\d+)", out) for out in outputs]
-    correct = [m is not None and int(m.group(1)) == a for m, (_, a) in zip(parsed, items)]
+    correct = [m is not None and m.group(1) == str(int(it["answer"])) for m, it in zip(parsed, items)]
     return {
-        "n": len(items), "accuracy": sum(correct) / len(items), "shots": p["arithmetic_shots"],
-        "examples": [{"prompt": q.splitlines()[-1], "answer": a, "output": o}
-                     for (q, a), o in list(zip(items, outputs))[:10]],
+        "n": len(items), "accuracy": sum(correct) / len(items), "shots": p["arithmetic_shots"], "held_out": heldout,
+        "examples": [{"prompt": it["prompt"].splitlines()[-1], "answer": it["answer"], "kind": it["kind"],
+                      "held_out": heldout, "output": o} for it, o in list(zip(items, outputs))[:10]],
     }
 
 
@@ -172,7 +194,9 @@ def spread(items: list, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime) -> dict:
+def evaluate(
+    model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runtime: rt.Runtime, held: HeldOut
+) -> dict:
     from llmpipe.tasks.world import fact_probes
 
     bs = p["batch_size"]
@@ -180,10 +204,11 @@ def evaluate(model: GPT, tokenizer, splits: dict[str, PackedData], p: dict, runt
                for name, data in splits.items()}
     for name, heldout in (("facts_train_phrasing", False), ("facts_heldout_phrasing", True)):
         probes = spread(fact_probes(heldout=heldout), p["fact_probes"])
-        metrics[name] = probe_metrics(model, tokenizer, probes, runtime, bs)
-    metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, p, bs)
+        metrics[name] = probe_metrics(model, tokenizer, probes, runtime, bs, held)
+    for side, heldout in SIDES:
+        metrics[f"arithmetic_{side}"] = arithmetic_metrics(model, tokenizer, p, bs, held, heldout)
     metrics["samples"] = samples(model, tokenizer, p)
-    metrics["chat"] = chat_metrics(model, tokenizer, p, runtime)
+    metrics["chat"] = chat_metrics(model, tokenizer, p, runtime, held)
     return metrics
 
 
@@ -193,6 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--test", required=True, help="packed test split directory")
     parser.add_argument("--output", required=True, help="metrics JSON to write")
     parser.add_argument("--stats", required=True, help="stats.json to write")
+    parser.add_argument("--world", help="the world config section as JSON (the held-out share; what the rule passes)")
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
@@ -203,20 +229,23 @@ def run(args: argparse.Namespace, stage: str) -> int:
     runtime = rt.start(p["device"], p["dtype"])
     torch.manual_seed(p["seed"])
     model = load_model(args.model, runtime.device)
+    held = from_config(stage_params(args.world, args.config, "world"))
     metrics = evaluate(
-        model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime
+        model, load_tokenizer(args.model), {"val": PackedData(args.val), "test": PackedData(args.test)}, p, runtime,
+        held,
     )
     metrics["model"] = {"dir": str(args.model), "params": model.num_params(), **model.config.to_dict()}
     write_json(args.output, metrics)
+    for side, _ in SIDES:
+        stats.extra[f"arithmetic_accuracy_{side}"] = metrics[f"arithmetic_{side}"].get("accuracy")
+        stats.extra[f"chat_fact_accuracy_{side}"] = metrics["chat"][f"facts_{side}"].get("accuracy")
+        stats.extra[f"chat_arithmetic_pass@1_{side}"] = metrics["chat"][f"arithmetic_{side}"].get("accuracy")
     stats.extra.update({
         "val_loss": metrics["val"]["loss"], "test_loss": metrics["test"]["loss"],
         "val_bits_per_byte": metrics["val"]["bits_per_byte"],
         "facts_train_choice_accuracy": metrics["facts_train_phrasing"].get("choice_accuracy"),
         "facts_heldout_choice_accuracy": metrics["facts_heldout_phrasing"].get("choice_accuracy"),
-        "arithmetic_accuracy": metrics["arithmetic"].get("accuracy"),
-        "chat_fact_accuracy": metrics["chat"]["facts"].get("accuracy"),
-        "chat_ends_properly": metrics["chat"]["facts"].get("ends_properly"),
-        "chat_arithmetic_accuracy": metrics["chat"]["arithmetic"].get("accuracy"),
+        "chat_ends_properly": metrics["chat"]["facts_held_out"].get("ends_properly"),
     })
     stats.write(args.stats)
     return 0

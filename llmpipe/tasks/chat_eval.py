@@ -1,5 +1,8 @@
-"""Chat evaluation, the same for every model (base included, prompted the same way): held-out
-fact questions and arithmetic word problems asked in the chat template, answered greedily.
+"""Chat evaluation, the same for every model (base included, prompted the same way): fact
+questions and arithmetic word problems asked in the chat template, answered greedily, on both
+sides of the world's held-out share (``llmpipe.tasks.heldout``) and reported side by side:
+``*_held_out`` (facts no post-training data mentions; arithmetic facts no training input
+states: ``rl_test``) and ``*_in_distribution`` (subjects and operand pairs training covers).
 
 Scoring rules (documented here because the report quotes them):
 - a fact reply is correct when the answer appears in it (case-insensitive, on word
@@ -16,12 +19,14 @@ from dataclasses import dataclass
 
 from llmpipe.model.generate import Sampling, generate_batched
 from llmpipe.model.gpt import GPT
-from llmpipe.tasks.arithmetic import rl_test_problems
+from llmpipe.tasks.arithmetic import in_distribution_problems, rl_test_problems
 from llmpipe.tasks.facts import HeldoutQuestion, answer_candidates, heldout_questions
+from llmpipe.tasks.heldout import HeldOut
 from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.tokenizer.chat import END, prompt_ids
 
 EXAMPLES = 12  # replies of each task kept for the report
+SIDES = (("in_distribution", False), ("held_out", True))  # (metric suffix, held-out flag)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ def fact_metrics(
     candidates = answer_candidates()
     replies = chat_replies(model, tokenizer, [q.messages for q in questions], max_new_tokens, batch_size)
     rows = [
-        {"prompt": q.messages[-1]["content"], "answer": q.answer, "kind": q.kind, "reply": r.text,
+        {"prompt": q.messages[-1]["content"], "answer": q.answer, "kind": q.kind, "held_out": q.held_out,
+         "reply": r.text,
          "correct": fact_correct(r.text, q.answer, candidates[q.kind]), "ended": r.ended}
         for q, r in zip(questions, replies)
     ]
@@ -102,7 +108,8 @@ def arithmetic_metrics(
     for problem, reply in zip(problems, replies):
         parsed = parse_final_answer(reply.text)
         rows.append({
-            "prompt": problem["prompt"], "answer": problem["answer"], "reply": reply.text,
+            "prompt": problem["prompt"], "answer": problem["answer"], "kind": problem.get("kind"),
+            "held_out": problem.get("held_out"), "reply": reply.text,
             "parsed": None if parsed is None else str(parsed),
             "correct": parsed is not None and parsed == int(problem["answer"]),
             "ended": reply.ended,
@@ -115,13 +122,21 @@ def arithmetic_metrics(
     }
 
 
-def chat_metrics(model: GPT, tokenizer, p: dict, runtime) -> dict:  # runtime: the evaluate signature
-    """The chat section of ``evaluate``'s metrics: held-out facts and the RL test problems,
-    regenerated in-process from the world (``chat_seed`` must equal ``posttrain_data.seed``)."""
-    questions = heldout_questions(p["chat_fact_questions"])
-    problems = rl_test_problems(p["chat_seed"], p["chat_arithmetic_problems"])
-    bs, budget = p["batch_size"], p["chat_max_new_tokens"]
-    return {
-        "facts": fact_metrics(model, tokenizer, questions, budget, bs),
-        "arithmetic": arithmetic_metrics(model, tokenizer, problems, budget, bs),
-    }
+def chat_metrics(model: GPT, tokenizer, p: dict, runtime, held: HeldOut) -> dict:  # runtime: the evaluate signature
+    """The chat section of ``evaluate``'s metrics, each task on both sides of the held-out share:
+    ``facts_held_out`` / ``facts_in_distribution`` (questions about held-out / training subjects)
+    and ``arithmetic_held_out`` (the RL test problems, regenerated in-process from the world:
+    ``chat_seed`` must equal ``posttrain_data.seed``) / ``arithmetic_in_distribution``."""
+    bs, budget, n_facts, n_problems = (p["batch_size"], p["chat_max_new_tokens"], p["chat_fact_questions"],
+                                       p["chat_arithmetic_problems"])
+    problems = {"held_out": rl_test_problems(p["chat_seed"], n_problems, held),
+                "in_distribution": in_distribution_problems(p["chat_seed"], n_problems, held)}
+    # as many in-distribution questions as held-out ones (there are three times as many
+    # training facts): the same cost per side, and prefixes interleave the kinds alike
+    n_facts = len(heldout_questions(held, n_facts))
+    out = {}
+    for side, heldout in SIDES:
+        questions = heldout_questions(held, n_facts, heldout=heldout)
+        out[f"facts_{side}"] = fact_metrics(model, tokenizer, questions, budget, bs)
+        out[f"arithmetic_{side}"] = arithmetic_metrics(model, tokenizer, problems[side], budget, bs)
+    return out

@@ -48,6 +48,7 @@ rule evaluate:
         model="|".join(MODEL_STAGES),
     params:
         cfg=section("evaluate"),
+        world=section("world"),
         code=stage_code("evaluate"),
         model=lambda wc, input: Path(input.model[0]).parent,
         val=lambda wc, input: Path(input.val[0]).parent,
@@ -60,6 +61,6 @@ rule evaluate:
         "../envs/llmpipe.yaml"
     threads: workflow.cores
     shell:
-        "OMP_NUM_THREADS={threads} llmpipe evaluate --params {params.cfg:q} --model {params.model:q}"
+        "OMP_NUM_THREADS={threads} llmpipe evaluate --params {params.cfg:q} --world {params.world:q} --model {params.model:q}"
         " --val {params.val:q} --test {params.test:q} --output {output.metrics:q}"
         " --stats {output.stats:q} > {log:q} 2>&1"
