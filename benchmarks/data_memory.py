@@ -95,7 +95,8 @@ def run(args, root: Path) -> None:
         return layout.shard_file(results, stage, kind, SHARD)
 
     toyweb = json.dumps({"seed": args.seed, "files": 1, "articles": args.articles})
-    wall, peak, _ = measured([*llmpipe, "toyweb", "--params", toyweb, "--warc", str(warc),
+    world = json.dumps(yaml.safe_load(Path(args.config).read_text())["world"])
+    wall, peak, _ = measured([*llmpipe, "toyweb", "--params", toyweb, "--world", world, "--warc", str(warc),
                               "--truth", str(root / "truth.parquet"), "--stats", str(root / "toyweb.json")])
     print(f"toy web: {args.articles:,} articles -> {warc.stat().st_size / 2**20:,.0f} MiB .warc.gz"
           f" ({wall:.0f} s, {peak:.0f} MiB); {os.cpu_count()} CPUs", flush=True)

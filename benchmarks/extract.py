@@ -28,6 +28,7 @@ def toyweb_warcs(workdir: Path, seed: int, articles: int) -> list[Path]:
     params = json.dumps({"seed": seed, "files": len(warcs), "articles": articles})
     subprocess.run(
         ["llmpipe", "toyweb", "--params", params, "--warc", *map(str, warcs),
+         "--config", str(Path(__file__).resolve().parent.parent / "config.yaml"),  # its world section
          "--truth", str(workdir / "truth.parquet"), "--stats", str(workdir / "stats.json")],
         check=True,
     )

@@ -147,7 +147,7 @@ def report_file(results: str | os.PathLike[str]) -> str:
 
 # Evaluation sets: results/eval_sets/<name>.jsonl, written by a rule, read by evaluate and decontaminate.
 # Each row has at least "prompt", "answer", "kind" (and "held_out" where the set marks it).
-EVAL_SETS = ("fact_probes", "chat", "arithmetic_fewshot")
+EVAL_SETS = ("fact_probes", "chat", "chat_arithmetic", "arithmetic_fewshot")
 
 
 def eval_set_file(results: str | os.PathLike[str], name: str) -> str:

@@ -16,9 +16,13 @@ import yaml
 from llmpipe.config import load_config
 from llmpipe.model.directory import save_model_dir
 from llmpipe.model.gpt import GPT, GPTConfig
+from llmpipe.tasks.heldout import from_config
 from llmpipe.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
+# the default config's held-out share, for tests that build the world's data in-process
+HELD = from_config(load_config(REPO / "config.yaml")["world"])
+WORLD = json.dumps(load_config(REPO / "config.yaml")["world"])  # the --world JSON a rule passes
 
 
 def make_byte_tokenizer() -> Tokenizer:

@@ -9,11 +9,11 @@ import torch
 
 from llmpipe.posttrain.chat_cli import fit_history
 from llmpipe.tasks import chat_eval
-from llmpipe.tasks.arithmetic import rl_test_problems
+from llmpipe.tasks.arithmetic import in_distribution_problems, rl_test_problems, stated_facts
 from llmpipe.tasks.facts import heldout_questions
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
-from tests.conftest import REPO
+from tests.conftest import HELD, REPO
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +69,18 @@ def test_chat_metrics_on_a_tiny_model(tok, model_dir):
     p = {
         "chat_max_new_tokens": 4, "batch_size": 4,
     }
-    questions, problems = heldout_questions(6), rl_test_problems(1234, 3)
+    questions = heldout_questions(HELD, 6) + heldout_questions(HELD, 6, heldout=False)
+    problems = {"held_out": rl_test_problems(1234, 3, HELD),
+                "in_distribution": in_distribution_problems(1234, 3, HELD)}
     runtime = rt.Runtime(torch.device("cpu"), torch.float32)
     metrics = chat_eval.chat_metrics(model, tok, p, runtime, questions, problems)
-    assert metrics["facts"]["n"] == 6 and metrics["arithmetic"]["n"] == 3
-    assert 0 <= metrics["facts"]["accuracy"] <= 1 and 0 <= metrics["facts"]["ends_properly"] <= 1
-    example = metrics["arithmetic"]["examples"][0]
-    assert {"prompt", "answer", "reply", "parsed", "correct", "ended"} <= set(example)
+    for side, heldout in chat_eval.SIDES:
+        facts, arithmetic = metrics[f"facts_{side}"], metrics[f"arithmetic_{side}"]
+        assert facts["n"] == 6 and arithmetic["n"] == 3
+        assert 0 <= facts["accuracy"] <= 1 and 0 <= facts["ends_properly"] <= 1
+        assert all(e["held_out"] is heldout for e in facts["examples"] + arithmetic["examples"])
+        example = arithmetic["examples"][0]
+        assert {"prompt", "answer", "kind", "held_out", "reply", "parsed", "correct", "ended"} <= set(example)
+        # each side asks only its own facts
+        assert all(HELD.arithmetic(*fact) is heldout for e in arithmetic["examples"]
+                   for fact in stated_facts(e["prompt"]))

@@ -90,16 +90,24 @@ def test_n_is_configurable_and_short_items_match_whole(tmp_path):
     assert words("Don't STOP—now!") == ["don", "t", "stop", "now"]
 
 
-def test_report_only_sets_drop_nothing_except_held_out_items(tmp_path):
+def test_report_only_sets_and_in_distribution_items_drop_nothing_held_out_items_do(tmp_path):
     docs = [{"id": "a", "title": "", "text": "The capital of France is Paris."},
-            {"id": "b", "title": "", "text": "The capital of Ghana is Accra."}]
+            {"id": "b", "title": "", "text": "The capital of Ghana is Accra."},
+            {"id": "c", "title": "", "text": "What is 3 plus 4? 7"}]
     probes = [{"prompt": "The capital of France is", "answer": "Paris", "kind": "capital", "phrasing": "train"},
               {"prompt": "The capital of Ghana is", "answer": "Accra", "kind": "capital", "phrasing": "train",
                "held_out": True}]
-    out = run_stage(tmp_path, docs, [], {"fact_probes": probes}, report_only=["fact_probes/train"])
-    assert [d["id"] for d in out["docs"]] == ["a"]  # recall by design stays; a held-out fact never does
-    s = out["report"]["sets"]["fact_probes/train"]
-    assert (s["contaminated"], s["remaining"], s["report_only"]) == (2, 1, False)
+    fewshot = [{"prompt": "What is 3 plus 4?", "answer": "7", "kind": "add", "held_out": False}]
+    out = run_stage(tmp_path, docs, [], {"fact_probes": probes, "arithmetic_fewshot": fewshot},
+                    report_only=["fact_probes/train"])
+    # recall by design stays, an in-distribution item stays, a held-out item never does
+    assert [d["id"] for d in out["docs"]] == ["a", "c"]
+    sets = out["report"]["sets"]
+    by_design, held_out = sets["fact_probes/train"], sets["fact_probes/train/held_out"]
+    assert (by_design["contaminated"], by_design["remaining"], by_design["report_only"]) == (1, 1, True)
+    assert (held_out["contaminated"], held_out["remaining"], held_out["report_only"]) == (1, 0, False)
+    in_dist = sets["arithmetic_fewshot/in_distribution"]
+    assert (in_dist["contaminated"], in_dist["remaining"], in_dist["report_only"]) == (1, 1, True)
 
 
 def write_token_shard(path: Path, docs: list[list[int]], vocab_size: int) -> str:

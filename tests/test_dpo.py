@@ -14,7 +14,7 @@ from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, re
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.train import runtime as rt
 from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
-from tests.conftest import write_jsonl_lines
+from tests.conftest import WORLD, write_jsonl_lines
 
 
 def test_sigmoid_loss_and_rewards_on_known_log_probs():
@@ -96,7 +96,7 @@ def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path, t
     params = {"epochs": 2, "batch_size": 2, "lr": 1.0e-3, "eval_every": 1, "eval_fact_questions": 2,
               "eval_max_new_tokens": 4, "device": "cpu"}
     out = tmp_path / "dpo"
-    main(["dpo", "--params", json.dumps(params), "--base", str(base), "--train", str(train),
+    main(["dpo", "--params", json.dumps(params), "--world", WORLD, "--base", str(base), "--train", str(train),
           "--heldout", str(heldout), "--output", str(out), "--stats", str(tmp_path / "stats.json")])
     model = load_model(out)
     assert model.config.n_layer == 1
@@ -114,5 +114,5 @@ def test_malformed_preference_file_names_file_and_line(tmp_path, tiny_model_dir)
     base = tiny_model_dir()
     bad = write_jsonl_lines(tmp_path / "dpo_train.jsonl", [PAIRS[0], {"prompt": "x", "chosen": "y"}])
     with pytest.raises(DataFormatError, match=r"dpo_train.jsonl:2: missing key\(s\) \['rejected'\]"):
-        main(["dpo", "--params", "{}", "--base", str(base), "--train", str(bad), "--heldout", str(bad),
-              "--output", str(tmp_path / "dpo"), "--stats", str(tmp_path / "stats.json")])
+        main(["dpo", "--params", "{}", "--world", WORLD, "--base", str(base), "--train", str(bad),
+              "--heldout", str(bad), "--output", str(tmp_path / "dpo"), "--stats", str(tmp_path / "stats.json")])

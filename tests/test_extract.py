@@ -20,6 +20,7 @@ from llmpipe.data.stage import Drop, apply_step
 from llmpipe.data.toyweb.truth import generate
 from llmpipe.io import write_documents
 from llmpipe.stats import StageStats
+from tests.conftest import HELD
 
 ARTICLE = [
     "Paris is the capital of France. It sits on the river Seine and is home to about two "
@@ -154,7 +155,7 @@ def toy_web_docs(tmp_path_factory) -> tuple[list[dict], pd.DataFrame]:
     """A small generated toy web, ingested: (RAW documents, ground truth)."""
     root = tmp_path_factory.mktemp("toyweb")
     warc = root / "toyweb-000.warc.gz"
-    generate(7, 150, [str(warc)], str(root / "truth.parquet"), StageStats(stage="toyweb"))
+    generate(7, 150, [str(warc)], str(root / "truth.parquet"), StageStats(stage="toyweb"), HELD)
     docs = ingest_file(warc, 5_000_000, StageStats(stage="ingest"))
     return docs, pd.read_parquet(root / "truth.parquet")
 

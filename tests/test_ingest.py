@@ -20,6 +20,7 @@ from llmpipe.data.documents import RAW
 from llmpipe.data.ingest import decode_html, ingest_file, normalize_charset
 from llmpipe.data.toyweb.truth import generate
 from llmpipe.stats import StageStats
+from tests.conftest import HELD
 
 CAP = 5_000_000
 FRENCH = "Le café est naïve — crème brûlée, déjà vu. Paris est la capitale de la France."
@@ -226,7 +227,7 @@ def test_toy_web_records_decode_to_the_truth(tmp_path: Path):
     """The generated crawl: wrong charset declarations decode right, binaries and the cut
     final record are counted skips, every other record comes through."""
     warc, truth_path = tmp_path / "toyweb-000.warc.gz", tmp_path / "truth.parquet"
-    generate(11, 60, [str(warc)], str(truth_path), StageStats(stage="toyweb"))
+    generate(11, 60, [str(warc)], str(truth_path), StageStats(stage="toyweb"), HELD)
     truth = pd.read_parquet(truth_path)
     docs, stats = ingest(warc)
 

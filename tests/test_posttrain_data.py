@@ -12,6 +12,7 @@ from llmpipe.config import load_config
 from llmpipe.posttrain import data
 from llmpipe.tasks import arithmetic, facts, formats, world
 from llmpipe.tasks.formats import DataFormatError
+from llmpipe.tasks.heldout import from_config
 from tests.conftest import REPO, parse_job_table
 
 
@@ -27,23 +28,26 @@ def generated(tmp_path_factory):
     return files, json.loads((out / "stats.json").read_text())["extra"]
 
 
+HELD = from_config(load_config(REPO / "config.yaml")["world"])
+
+
 def test_heldout_split_is_stable_and_about_a_quarter():
-    countries = [facts.is_heldout_subject(c.name) for c in world.COUNTRIES]
-    animals = [facts.is_heldout_subject(a.name) for a in world.ANIMALS]
+    countries = [HELD.subject(c.name) for c in world.COUNTRIES]
+    animals = [HELD.subject(a.name) for a in world.ANIMALS]
     assert 0.15 < sum(countries) / len(countries) < 0.35
     assert 0.15 < sum(animals) / len(animals) < 0.35
-    assert facts.is_heldout_subject("Egypt") == facts.is_heldout_subject("Egypt")
+    assert HELD.subject("Egypt") == from_config(load_config(REPO / "config.yaml")["world"]).subject("Egypt")
 
 
 def test_heldout_subjects_never_appear_in_training_conversations(generated):
     files, _ = generated
-    heldout = {s for _, s, _ in world.fact_items() if facts.is_heldout_subject(s)}
+    heldout = {s for _, s, _ in world.fact_items() if HELD.subject(s)}
     text = json.dumps(files["sft_train"]) + json.dumps(files["dpo_train"])
     patterns = [re.compile(rf"\b{re.escape(s)}\b") for s in heldout]
     assert not [p.pattern for p in patterns if p.search(text)]
-    asked = {q.subject for q in facts.heldout_questions()}
+    asked = {q.subject for q in facts.heldout_questions(HELD)}
     assert asked == heldout
-    assert len(files["sft_heldout"]) == len(facts.heldout_questions())
+    assert len(files["sft_heldout"]) == len(facts.heldout_questions(HELD))
 
 
 def test_rl_test_problems_are_never_trained_on(generated):
@@ -54,7 +58,8 @@ def test_rl_test_problems_are_never_trained_on(generated):
     sft_users = {m["content"] for c in files["sft_train"] for m in c["messages"] if m["role"] == "user"}
     assert not test & {u.removeprefix("And ") for u in sft_users} and not test & sft_users
     assert not test & {p["prompt"] for p in files["dpo_train"]}
-    assert files["rl_test"] == arithmetic.rl_test_problems(1234, 100)  # what the chat evaluation regenerates
+    assert files["rl_test"] == arithmetic.rl_test_problems(1234, 100, HELD)  # what the chat evaluation regenerates
+    assert all(r["held_out"] for r in files["rl_test"])
 
 
 def test_answers_are_checkable_sentences_and_worked_steps(generated):
@@ -83,7 +88,7 @@ def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
     small = {**config, "sft_conversations": 400, "dpo_pairs": 400, "dpo_heldout_pairs": 0, "rl_train_problems": 10,
              "rl_test_problems": 10, "multi_turn_fraction": 0.0, "arithmetic_fraction": 0.9,
              "dpo_arithmetic_fraction": 0.1}
-    files, _ = data.build(small)
+    files, _ = data.build(small, HELD)
 
     def arithmetic_share(texts):
         return sum(arithmetic.ANSWER_PREFIX in t for t in texts) / len(texts)
@@ -139,11 +144,11 @@ def test_user_files_replace_generated_ones_with_a_heldout_split(tmp_path):
         for i in range(995, 1015)
     ])
     p = load_config(REPO / "config.yaml")["posttrain_data"] | {"rl_path": str(rl), "heldout_fraction": 0.25}
-    files, extra = data.build(p)
+    files, extra = data.build(p, HELD)
     assert extra["sources"]["rl"] == str(rl) and extra["sources"]["sft"] == "generated"
     assert len(files["rl_test"]) == 5 and len(files["rl_train"]) == 15
     assert {r["answer"] for r in files["rl_train"] + files["rl_test"]} == {str(i + 1) for i in range(995, 1015)}
-    assert files == data.build(p)[0]  # seeded
+    assert files == data.build(p, HELD)[0]  # seeded
 
 
 def planned(workflow_copy, target: str) -> dict[str, int]:

@@ -25,6 +25,7 @@ from llmpipe.data.quality import (
     top_ngram_chars,
 )
 from llmpipe.io import write_documents
+from tests.conftest import WORLD
 
 # Real prose: the opening of Pride and Prejudice (Jane Austen, 1813), one paragraph a line.
 PROSE = [
@@ -343,7 +344,7 @@ def toy_web_verdicts(tmp_path_factory) -> Counter:
     d = tmp_path_factory.mktemp("toyweb")
     warc, truth = d / "t.warc.gz", d / "truth.parquet"
     steps = [
-        ["toyweb", "--params", json.dumps({"seed": 3, "files": 1, "articles": 60}),
+        ["toyweb", "--params", json.dumps({"seed": 3, "files": 1, "articles": 60}), "--world", WORLD,
          "--warc", str(warc), "--truth", str(truth), "--stats", str(d / "toyweb.json")],
         ["ingest", "--params", "{}", "--input", str(warc), "--output", str(d / "raw.parquet"),
          "--stats", str(d / "ingest.json")],

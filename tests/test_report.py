@@ -98,11 +98,14 @@ def results(tmp_path_factory) -> Path:
         write(root / f"evaluate/{model}.json", {
             "val": {"loss": 1.5, "bits_per_byte": 0.4}, "test": {"loss": 1.6, "bits_per_byte": 0.41},
             "memorisation": {"rate": 0.125, "longest_span": 57, "reference_rate": 0.0625},
-            "facts_heldout_phrasing": {"choice_accuracy": 0.3}, "arithmetic": {"accuracy": 0.1},
+            "facts_heldout_phrasing": {"choice_accuracy": 0.3},
+            "arithmetic_held_out": {"accuracy": 0.1}, "arithmetic_in_distribution": {"accuracy": 0.6},
             "samples": [{"prompt": "The capital of France is", "completion": f" Paris {PLANTED}"}],
-            "chat": {"facts": {"accuracy": 0.5, "examples": [
+            "chat": {"facts_held_out": {"accuracy": 0.5, "examples": [
                 {"prompt": "Capital of France?", "answer": "Paris", "reply": f"Paris {PLANTED}", "correct": True}]},
-                "arithmetic": {"accuracy": 0.25, "examples": []}},
+                "facts_in_distribution": {"accuracy": 0.875, "examples": []},
+                "arithmetic_held_out": {"accuracy": 0.25, "examples": []},
+                "arithmetic_in_distribution": {"accuracy": 0.75, "examples": []}},
         })
     write(root / "benchmarks/pretrain/pretrain.tsv", [(12.5, 300.0)])
     write(root / "benchmarks/ingest/toyweb-000.tsv", [(1.5, 100.0)])
@@ -185,6 +188,20 @@ def test_memorisation_sits_next_to_the_losses(page):
     labels = re.findall(r"<tr><td>([^<]+)</td>", table)
     assert labels.index("memorisation: longest copied train span (tokens)") == labels.index("test bits per byte") + 2
     assert ">57<" in table and ">0.125<" in table
+
+
+def test_held_out_and_in_distribution_side_by_side(page, results):
+    """Each model gets an in-distribution and a held-out column, in that order."""
+    table = page[page.index('id="split-table"'):page.index("</table>", page.index('id="split-table"'))]
+    rows = {r["metric"]: r["cells"] for r in sec.split_table(
+        {m: sec.read_json_file(results / f"evaluate/{m}.json") for m in ("pretrain", "dpo")})}
+    models = list(sec.MODELS)
+    cells = rows["chat: arithmetic word problems, greedy pass@1"]
+    at = 2 * models.index("dpo")
+    assert cells[at:at + 2] == [sec.fmt(0.75), sec.fmt(0.25)]
+    assert rows["arithmetic, few-shot completion: pass@1"][at:at + 2] == [sec.fmt(0.6), sec.fmt(0.1)]
+    assert cells.count("not run") == 4  # sft and rl, both sides
+    assert table.count("in-distribution") == len(models) and table.count("held-out") >= len(models)
 
 
 def test_funnel_counts_and_removals(results):

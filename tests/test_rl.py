@@ -84,7 +84,7 @@ def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_pat
     for key in ("reward", "completion_length", "clip_fraction", "zero_spread_fraction", "entropy", "kl",
                 "heldout_pass_at_1", "heldout_pass_at_2"):
         assert key in rows[-1]
-    assert 0 <= extra["heldout_pass_at_1_start"] <= 1 and "heldout_pass_at_1" in extra
+    assert "heldout_pass_at_1_start" in extra and "heldout_pass_at_1" in extra
     again, _ = run_rl(tmp_path, base, "rl_again")
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
@@ -99,3 +99,34 @@ def test_malformed_problem_file_names_file_and_line(tmp_path, tiny_model_dir):
         main(["rl", "--params", "{}", "--base", str(base), "--train", str(tmp_path / "rl_train.jsonl"),
               "--test", str(tmp_path / "rl_train.jsonl"), "--output", str(tmp_path / "rl"),
               "--stats", str(tmp_path / "s.json")])
+
+
+def test_rl_raises_the_reward_on_a_tiny_seeded_problem_set(tmp_path, tiny_model_dir):
+    """RL must learn, not just run. A tiny model is first taught (by the real SFT stage) to
+    answer "2+3" and the like with "#### N", N one off the truth as often as right, so some of
+    its samples earn the reward; RL on the same problems then lifts the mean reward of its last
+    steps far above that of its first (seeded, so this is one fixed trajectory)."""
+    problems = [{"prompt": f"{a}+{b}", "answer": str(a + b)} for a, b in ((2, 3), (4, 1), (3, 3))]
+    conversations = [
+        {"messages": [{"role": "user", "content": p["prompt"]},
+                      {"role": "assistant", "content": f"#### {int(p['answer']) + d}"}]}
+        for p in problems for d in (-1, 0, 1) for _ in range(2)
+    ]
+    sft_train = write_jsonl_lines(tmp_path / "sft_train.jsonl", conversations)
+    sft_heldout = write_jsonl_lines(tmp_path / "sft_heldout.jsonl", conversations[:3])
+    world = json.dumps({"heldout_seed": 1, "arithmetic_heldout_share": 0.2, "fact_heldout_share": 0.25})
+    sft = {"epochs": 30, "batch_size": 6, "lr": 1.0e-2, "warmup_steps": 2, "eval_every": 1000,
+           "eval_fact_questions": 0, "device": "cpu"}
+    main(["sft", "--params", json.dumps(sft), "--world", world, "--base", str(tiny_model_dir(context_length=64)),
+          "--train", str(sft_train), "--heldout", str(sft_heldout), "--output", str(tmp_path / "sft"),
+          "--stats", str(tmp_path / "sft.json")])
+    train = write_jsonl_lines(tmp_path / "rl_train.jsonl", problems)
+    params = {"steps": 16, "prompts_per_step": 3, "group_size": 8, "max_new_tokens": 8, "eval_pass_k": 2,
+              "eval_every": 16, "lr": 3.0e-3, "kl_coef": 0.0, "format_weight": 0.0, "temperature": 1.0,
+              "device": "cpu"}
+    main(["rl", "--params", json.dumps(params), "--base", str(tmp_path / "sft"), "--train", str(train),
+          "--test", str(train), "--output", str(tmp_path / "rl"), "--stats", str(tmp_path / "rl.json")])
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert 0 < first < 0.3, rewards  # some right answers to learn from, most wrong
+    assert last > first + 0.2, rewards

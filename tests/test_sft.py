@@ -13,6 +13,7 @@ from llmpipe.stats import StageStats
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
 from llmpipe.train.schedule import batch_order
+from tests.conftest import WORLD
 
 CONTEXT = 96
 
@@ -91,7 +92,7 @@ def test_sft_stage_lowers_the_masked_loss_and_writes_a_model_dir(tok, model_of, 
     config = {"sft": params}
     validate_config(config)
     args = argparse.Namespace(base=str(base), train=str(train), heldout=str(train), output=str(tmp_path / "sft"),
-                              metrics=None, stats=str(tmp_path / "sft" / "stats.json"))
+                              metrics=None, stats=str(tmp_path / "sft" / "stats.json"), world=WORLD, config=None)
     stats = StageStats("sft")
     sft.train(config["sft"], args, stats)
     rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").open()]

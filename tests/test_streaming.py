@@ -17,6 +17,7 @@ from llmpipe.data.dedup import buckets
 from llmpipe.data.dedup.common import Params, Signatures, write_signatures
 from llmpipe.data.documents import RAW, TEXT
 from llmpipe.io import DocumentWriter, read_batches, read_json
+from tests.conftest import WORLD
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = str(REPO / "config.yaml")
@@ -56,8 +57,8 @@ def raw_shard(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("web")
     warc = root / "web-0.warc.gz"
     toyweb = json.dumps({"seed": 5, "files": 1, "articles": 80})
-    assert main(["toyweb", "--params", toyweb, "--warc", str(warc), "--truth", str(root / "truth.parquet"),
-                 "--stats", str(root / "toyweb.json")]) == 0
+    assert main(["toyweb", "--params", toyweb, "--world", WORLD, "--warc", str(warc),
+                 "--truth", str(root / "truth.parquet"), "--stats", str(root / "toyweb.json")]) == 0
     out = root / "ingest/docs/web-0.parquet"
     assert main(["ingest", "--config", CONFIG, "--input", str(warc), "--output", str(out),
                  "--stats", str(root / "ingest.json")]) == 0

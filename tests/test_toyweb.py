@@ -24,6 +24,7 @@ from llmpipe.data.toyweb.defects import BLOCKED_CATEGORIES, CHARSET_SPECIALS
 from llmpipe.data.toyweb.pages import Page
 from llmpipe.data.url_filter import check_url, load_rules
 from llmpipe.tasks import world
+from tests.conftest import HELD, WORLD
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"seed": 11, "files": 2, "articles": 60}
@@ -35,7 +36,7 @@ def make_web(directory: Path, **params) -> tuple[list[Path], pd.DataFrame]:
     """Run the stage's CLI exactly as the rule does; return the WARC paths and the truth."""
     params = {**SMALL, **params}
     warcs = [directory / f"toyweb-{i:03d}.warc.gz" for i in range(params["files"])]
-    cli(["toyweb", "--params", json.dumps(params), "--warc", *map(str, warcs),
+    cli(["toyweb", "--params", json.dumps(params), "--world", WORLD, "--warc", *map(str, warcs),
          "--truth", str(directory / "truth.parquet"), "--stats", str(directory / "stats.json")])
     return warcs, pd.read_parquet(directory / "truth.parquet")
 
@@ -49,7 +50,7 @@ def web(tmp_path_factory) -> tuple[list[Path], pd.DataFrame]:
 def default_pages() -> list[Page]:
     """The default-size crawl's pages (built in memory, as the stage builds them)."""
     params = load_config(REPO / "config.yaml")["toyweb"]
-    return [p for pages in build_crawl(params["seed"], params["articles"], params["files"])
+    return [p for pages in build_crawl(params["seed"], params["articles"], params["files"], HELD)
             for p in pages]
 
 
@@ -242,7 +243,7 @@ def test_train_probes_are_written_and_heldout_prompts_never_are(default_pages):
 
 
 def test_arithmetic_problems_have_correct_answers():
-    for question, answer in world.arithmetic_problems(random.Random(3), 200):
+    for question, answer in world.arithmetic_problems(random.Random(3), 200, HELD):
         a, b = map(int, re.findall(r"\d+", question))
         expected = a + b if "more" in question else a - b if "away" in question else a * b
         assert answer == expected and question.endswith("?")
@@ -250,7 +251,7 @@ def test_arithmetic_problems_have_correct_answers():
 
 def test_files_must_match_the_number_of_warc_paths(tmp_path):
     with pytest.raises(ConfigError, match="toyweb.files"):
-        cli(["toyweb", "--params", json.dumps(SMALL), "--warc", str(tmp_path / "one.warc.gz"),
+        cli(["toyweb", "--params", json.dumps(SMALL), "--world", WORLD, "--warc", str(tmp_path / "one.warc.gz"),
              "--truth", str(tmp_path / "t.parquet"), "--stats", str(tmp_path / "s.json")])
 
 

@@ -16,6 +16,7 @@ from llmpipe.cli import main
 from llmpipe.config import ConfigError, stage_params
 from llmpipe.data.documents import RAW, with_reason
 from llmpipe.data.url_filter import BLOCKLIST_DIR, check_url, load_rules, read_list
+from tests.conftest import WORLD
 
 # URL -> the reason it is dropped (None: kept), each reason at least once.
 CASES = {
@@ -200,7 +201,7 @@ def test_bad_params_fail_before_reading_naming_the_key(tmp_path: Path):
 
 def test_toy_web_urls_blocked_and_binary_dropped_articles_kept(tmp_path: Path, default_rules):
     truth = tmp_path / "truth.parquet"
-    assert main(["toyweb", "--params", json.dumps({"seed": 7, "files": 1, "articles": 600}),
+    assert main(["toyweb", "--params", json.dumps({"seed": 7, "files": 1, "articles": 600}), "--world", WORLD,
                  "--warc", str(tmp_path / "toy.warc.gz"), "--truth", str(truth),
                  "--stats", str(tmp_path / "toyweb.json")]) == 0
     rows = pq.read_table(truth).to_pylist()

@@ -13,8 +13,10 @@ are looked up (``_Index.starts``), so a text costs about one dict lookup a word.
 The stage sits between ``split`` and tokenisation: the tokenizer, ``tokenize`` and every model
 read its train documents, and ``sft`` / ``dpo`` / ``rl`` read its post-training files. With
 ``action: drop`` a contaminated document or row is removed from them; with ``report`` they are
-copies. Items of a ``report_only`` set (recall of trained text by design) are found and listed but
-never drop anything, unless the item is marked ``"held_out": true``. The validation and test
+copies. An item marked ``"held_out": false`` asks an in-distribution fact (one training teaches
+by design): it is found and listed but never drops anything; one marked ``true`` always can.
+Items without the mark follow their set: a ``report_only`` set (recall of trained text by
+design) only reports. The validation and test
 splits are not training inputs and are not touched.
 
 Layer ``data``: it reads the evaluation and post-training files as plain JSONL, so it needs
@@ -139,6 +141,27 @@ class Findings:
                 self.kept.add(k)
 
 
+def set_of(name: str, row: dict) -> str:
+    """The set an item is reported in: its file's name, then its ``phrasing`` and its side of the
+    world's held-out share where the row carries them (``fact_probes/train/in_distribution``)."""
+    parts = [name]
+    if "phrasing" in row:
+        parts.append(str(row["phrasing"]))
+    if "held_out" in row:
+        parts.append("held_out" if row["held_out"] else "in_distribution")
+    return "/".join(parts)
+
+
+def is_enforced(set_name: str, row: dict, report_only: set[str]) -> bool:
+    """Whether finding the item drops what holds it. A held-out item always does; an
+    in-distribution one (``"held_out": false``: it asks a fact training teaches) never does;
+    otherwise its set decides: a set named in ``report_only``, or below one, only reports."""
+    if "held_out" in row:
+        return bool(row["held_out"])
+    parts = set_name.split("/")
+    return not any("/".join(parts[:k]) in report_only for k in range(1, len(parts) + 1))
+
+
 def read_eval_sets(files: dict[str, str], report_only: set[str]) -> list[Item]:
     """The items of each evaluation file; a file whose rows carry ``phrasing`` is one set per phrasing
     (``<name>/<phrasing>``). A row without a string ``prompt`` is an error naming file and line."""
@@ -148,8 +171,8 @@ def read_eval_sets(files: dict[str, str], report_only: set[str]) -> list[Item]:
         for lineno, row in iter_jsonl(path):
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
                 raise ValueError(f"{path}:{lineno}: an evaluation item needs a string \"prompt\"")
-            set_name = f"{name}/{row['phrasing']}" if "phrasing" in row else name
-            enforced = set_name not in report_only or bool(row.get("held_out", False))
+            set_name = set_of(name, row)
+            enforced = is_enforced(set_name, row, report_only)
             items.append(Item(set_name, counts[set_name], row, enforced))
             counts[set_name] += 1
     return items

@@ -1,5 +1,7 @@
 """``llmpipe evaluate``: one metrics JSON per model — loss, perplexity, bits per byte, fact
-probes (train-phrased and held-out), few-shot arithmetic and fixed-prompt samples.
+probes (train-phrased and held-out), few-shot arithmetic and the chat evaluation, each on
+in-distribution and held-out facts side by side (``*_in_distribution`` / ``*_held_out``: the
+world's held-out share, ``llmpipe.tasks.heldout``), and fixed-prompt samples.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from llmpipe.io import read_jsonl, write_json
 from llmpipe.model.generate import Sampling, generate, generate_batched
 from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
-from llmpipe.tasks.chat_eval import chat_metrics
+from llmpipe.tasks.chat_eval import SIDES, chat_metrics
 from llmpipe.train import runtime as rt
 from llmpipe.train.data import PackedData, target_counts, unigram_entropy
 from llmpipe.train.logprobs import summed_logprobs
@@ -64,9 +66,13 @@ def answer_text(prompt: str, answer: str) -> str:
     return answer if prompt.endswith((" ", "\n")) else " " + answer
 
 
-def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batch_size: int) -> dict:
+def probe_metrics(
+    model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batch_size: int, held_out: list[bool] | None = None
+) -> dict:
     """Greedy accuracy (the continuation starts with the answer) and multiple-choice accuracy
-    (the answer out-scores every other answer of its kind), with that choice's chance level."""
+    (the answer out-scores every other answer of its kind), with that choice's chance level;
+    with ``held_out`` (a flag per probe: its subject is in the world's held-out share), also the
+    choice accuracy on held-out and in-distribution subjects."""
     if not probes:
         return {"n": 0}
     choices: dict[str, list[str]] = defaultdict(list)
@@ -93,6 +99,7 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
             "prompt": p.prompt, "answer": p.answer, "kind": p.kind, "continuation": cont,
             "greedy_correct": cont.strip().startswith(p.answer), "choice": best[i][1],
             "choice_correct": best[i][1] == p.answer, "chance": 1 / len(choices[p.kind]),
+            "held_out": held_out is not None and held_out[i],
         })
     n = len(rows)
     by_kind = {
@@ -107,8 +114,15 @@ def probe_metrics(model: GPT, tokenizer, probes: list, runtime: rt.Runtime, batc
         "choice_accuracy": sum(r["choice_correct"] for r in rows) / n,
         "choice_chance": sum(r["chance"] for r in rows) / n,
         "by_kind": by_kind,
+        **({f"choice_accuracy_{side}": share([r["choice_correct"] for r in rows if r["held_out"] == heldout])
+            for side, heldout in SIDES} if held_out is not None else {}),
         "examples": rows[:20],
     }
+
+
+def share(flags: list[bool]) -> float | None:
+    """The fraction of true flags (None for none: a side with no items has no accuracy)."""
+    return sum(flags) / len(flags) if flags else None
 
 
 def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_size: int) -> list[str]:
@@ -118,17 +132,19 @@ def greedy(model: GPT, tokenizer, prompts: list[list[int]], max_new: int, batch_
     ]
 
 
-def arithmetic_metrics(model: GPT, tokenizer, items: list[dict], shots: int, batch_size: int) -> dict:
-    """Greedy accuracy on the few-shot set's rows (``prompt``: solved lines then the question)."""
+def arithmetic_metrics(
+    model: GPT, tokenizer, items: list[dict], shots: int, batch_size: int, heldout: bool
+) -> dict:
+    """Greedy accuracy on the few-shot set's rows of one side (``prompt``: solved lines then the question)."""
     if not items:
         return {"n": 0}
     outputs = greedy(model, tokenizer, [prompt_ids(tokenizer, r["prompt"]) for r in items], 4, batch_size)
     parsed = [re.match(r"\s*(-?\d+)", out) for out in outputs]
     correct = [m is not None and int(m.group(1)) == int(r["answer"]) for m, r in zip(parsed, items)]
     return {
-        "n": len(items), "accuracy": sum(correct) / len(items), "shots": shots,
-        "examples": [{"prompt": r["prompt"].splitlines()[-1], "answer": int(r["answer"]), "output": o}
-                     for r, o in list(zip(items, outputs))[:10]],
+        "n": len(items), "accuracy": sum(correct) / len(items), "shots": shots, "held_out": heldout,
+        "examples": [{"prompt": r["prompt"].splitlines()[-1], "answer": int(r["answer"]), "kind": r.get("kind"),
+                      "held_out": heldout, "output": o} for r, o in list(zip(items, outputs))[:10]],
     }
 
 
@@ -152,14 +168,18 @@ def from_row(cls, row: dict):
 @dataclasses.dataclass(frozen=True)
 class EvalSets:
     """The evaluation items, read from the files the ``eval_sets`` and ``posttrain_data`` rules write."""
-    fact_probes: list[dict]  # both phrasings, "phrasing": "train" | "heldout"
-    chat: list[dict]  # held-out fact questions in the chat format
-    arithmetic_fewshot: list[dict]
-    rl_test: list[dict]  # the RL test problems (the chat evaluation's arithmetic)
+    fact_probes: list[dict]  # both phrasings, "phrasing": "train" | "heldout"; "subject_held_out"
+    chat: list[dict]  # fact questions in the chat format, both sides ("held_out")
+    chat_arithmetic: list[dict]  # in-distribution problems in the chat format
+    arithmetic_fewshot: list[dict]  # both sides ("held_out")
+    rl_test: list[dict]  # the RL test problems: the chat evaluation's held-out arithmetic
 
     @classmethod
-    def read(cls, fact_probes: str, chat: str, arithmetic_fewshot: str, rl_test: str) -> EvalSets:
-        return cls(*(read_jsonl(path) for path in (fact_probes, chat, arithmetic_fewshot, rl_test)))
+    def read(
+        cls, fact_probes: str, chat: str, chat_arithmetic: str, arithmetic_fewshot: str, rl_test: str
+    ) -> EvalSets:
+        paths = (fact_probes, chat, chat_arithmetic, arithmetic_fewshot, rl_test)
+        return cls(*(read_jsonl(path) for path in paths))
 
 
 def evaluate(
@@ -173,12 +193,18 @@ def evaluate(
     metrics = {name: split_metrics(model, data, tokenizer, runtime, bs, p["document_mask"])
                for name, data in splits.items()}
     for name, phrasing in (("facts_train_phrasing", "train"), ("facts_heldout_phrasing", "heldout")):
-        probes = [from_row(Probe, r) for r in sets.fact_probes if r.get("phrasing") == phrasing]
-        metrics[name] = probe_metrics(model, tokenizer, probes, runtime, bs)
-    metrics["arithmetic"] = arithmetic_metrics(model, tokenizer, sets.arithmetic_fewshot, p["arithmetic_shots"], bs)
+        rows = [r for r in sets.fact_probes if r.get("phrasing") == phrasing]
+        metrics[name] = probe_metrics(model, tokenizer, [from_row(Probe, r) for r in rows], runtime, bs,
+                                      [bool(r.get("subject_held_out", False)) for r in rows])
+    for side, heldout in SIDES:
+        items = [r for r in sets.arithmetic_fewshot if bool(r.get("held_out", False)) == heldout]
+        metrics[f"arithmetic_{side}"] = arithmetic_metrics(model, tokenizer, items, p["arithmetic_shots"], bs, heldout)
     metrics["samples"] = samples(model, tokenizer, p)
     questions = [from_row(HeldoutQuestion, r) for r in sets.chat]
-    problems = sets.rl_test[: p["chat_arithmetic_problems"]]
+    n = p["chat_arithmetic_problems"]
+    # rl_test is the held-out side (generated: held-out facts; a user's file: its held-out split)
+    problems = {"held_out": [{**r, "held_out": True} for r in sets.rl_test[:n]],
+                "in_distribution": sets.chat_arithmetic[:n]}
     metrics["chat"] = chat_metrics(model, tokenizer, p, runtime, questions, problems)
     if memorisation_index is not None and val_docs is not None:
         metrics["memorisation"] = memorisation_metrics(model, tokenizer, memorisation_index, val_docs, p)
@@ -190,7 +216,8 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--val", required=True, help="packed validation split directory")
     parser.add_argument("--test", required=True, help="packed test split directory")
     parser.add_argument("--fact-probes", required=True, help="eval_sets/fact_probes.jsonl")
-    parser.add_argument("--chat", required=True, help="eval_sets/chat.jsonl (held-out fact questions)")
+    parser.add_argument("--chat", required=True, help="eval_sets/chat.jsonl (fact questions, both sides)")
+    parser.add_argument("--chat-arithmetic", required=True, help="eval_sets/chat_arithmetic.jsonl (in-distribution)")
     parser.add_argument("--arithmetic", required=True, help="eval_sets/arithmetic_fewshot.jsonl")
     parser.add_argument("--rl-test", required=True, help="posttrain_data/rl_test.jsonl (chat arithmetic)")
     parser.add_argument("--train-tokens", nargs="*", default=[], help="train token shard headers (memorisation index)")
@@ -219,7 +246,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
     p = stage_params(args.params, args.config, "evaluate")
     check_memorisation(p)
     stats = StageStats("evaluate", shard=Path(args.model).name)
-    sets = EvalSets.read(args.fact_probes, args.chat, args.arithmetic, args.rl_test)
+    sets = EvalSets.read(args.fact_probes, args.chat, args.chat_arithmetic, args.arithmetic, args.rl_test)
     index = docs = None
     if p["memorisation_prefixes"] and args.train_tokens and args.val_tokens:
         index = TrainIndex.build(args.train_tokens, p["memorisation_index_window"])
@@ -233,15 +260,16 @@ def run(args: argparse.Namespace, stage: str) -> int:
     )
     metrics["model"] = {"dir": str(args.model), "params": model.num_params(), **model.config.to_dict()}
     write_json(args.output, metrics)
+    for side, _ in SIDES:
+        stats.extra[f"arithmetic_accuracy_{side}"] = metrics[f"arithmetic_{side}"].get("accuracy")
+        stats.extra[f"chat_fact_accuracy_{side}"] = metrics["chat"][f"facts_{side}"].get("accuracy")
+        stats.extra[f"chat_arithmetic_pass@1_{side}"] = metrics["chat"][f"arithmetic_{side}"].get("accuracy")
     stats.extra.update({
         "val_loss": metrics["val"]["loss"], "test_loss": metrics["test"]["loss"],
         "val_bits_per_byte": metrics["val"]["bits_per_byte"],
         "facts_train_choice_accuracy": metrics["facts_train_phrasing"].get("choice_accuracy"),
         "facts_heldout_choice_accuracy": metrics["facts_heldout_phrasing"].get("choice_accuracy"),
-        "arithmetic_accuracy": metrics["arithmetic"].get("accuracy"),
-        "chat_fact_accuracy": metrics["chat"]["facts"].get("accuracy"),
-        "chat_ends_properly": metrics["chat"]["facts"].get("ends_properly"),
-        "chat_arithmetic_accuracy": metrics["chat"]["arithmetic"].get("accuracy"),
+        "chat_ends_properly": metrics["chat"]["facts_held_out"].get("ends_properly"),
         "memorisation_rate": metrics.get("memorisation", {}).get("rate"),
         "memorisation_longest_span": metrics.get("memorisation", {}).get("longest_span"),
     })

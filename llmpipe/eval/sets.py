@@ -1,9 +1,10 @@
 """``llmpipe eval-sets``: the evaluation sets as files, so they are DAG inputs rather than
 something ``evaluate`` regenerates in-process.
 
-Writes ``results/eval_sets/{fact_probes,chat,arithmetic_fewshot}.jsonl`` (layout.EVAL_SETS),
-one item a line with at least ``prompt``, ``answer`` and ``kind``; every other field of the
-item (``held_out`` where the world marks it) is carried along. ``evaluate`` scores exactly
+Writes ``results/eval_sets/{fact_probes,chat,chat_arithmetic,arithmetic_fewshot}.jsonl``
+(layout.EVAL_SETS), one item a line with at least ``prompt``, ``answer``, ``kind`` and
+``held_out`` (the side of the world's held-out share, ``llmpipe.tasks.heldout``, it asks about);
+every other field of the item is carried along. ``evaluate`` scores exactly
 these rows, and ``decontaminate`` indexes exactly these rows, so what is scored is what is
 checked against the training data. The RL test set is not here: it is
 ``posttrain_data/rl_test.jsonl`` (generated or the user's ``rl_path`` split), read by both as is.
@@ -19,11 +20,13 @@ from llmpipe import layout
 from llmpipe.config import stage_params
 from llmpipe.io import write_jsonl
 from llmpipe.stats import StageStats
+from llmpipe.tasks.arithmetic import in_distribution_problems
+from llmpipe.tasks.heldout import HeldOut, from_config
 
 # The evaluate keys the sets depend on (the rule passes only these, so other evaluate keys
 # rerun evaluate, not this rule and the decontamination after it).
-KEYS = ("seed", "fact_probes", "chat_fact_questions", "arithmetic_problems", "arithmetic_shots",
-        "arithmetic_max_operand")
+KEYS = ("seed", "fact_probes", "chat_fact_questions", "chat_arithmetic_problems", "arithmetic_problems",
+        "arithmetic_shots", "arithmetic_max_operand")
 
 
 def spread(items: list, limit: int | None) -> list:
@@ -33,70 +36,83 @@ def spread(items: list, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int) -> list[tuple[str, int]]:
-    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) and answers."""
-    rng = random.Random(seed)
+def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int, held: HeldOut, heldout: bool) -> list[dict]:
+    """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) as
+    evaluation items: the solved shots are training facts, the question a fact of the requested
+    side of the world's held-out split (``held``)."""
+    rng = random.Random(f"{seed}/{'held_out' if heldout else 'in_distribution'}")
+    operands = {op: [(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1) if op == "add" or a >= b]
+                for op in ("add", "sub")}
+    pools = {side: {op: [ab for ab in pairs if held.arithmetic(op, *ab) == side] for op, pairs in operands.items()}
+             for side in (False, True)}
 
-    def problem() -> tuple[str, int]:
-        a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
-        if rng.random() < 0.5:
-            return f"What is {a} plus {b}?", a + b
-        a, b = max(a, b), min(a, b)
-        return f"What is {a} minus {b}?", a - b
+    def problem(side: bool) -> tuple[str, int, str]:
+        ops = [op for op, pairs in pools[side].items() if pairs]
+        if not ops:
+            raise ValueError(f"no few-shot arithmetic fact with operands 0..{max_operand} is held_out={side}")
+        op = rng.choice(ops)
+        a, b = rng.choice(pools[side][op])
+        return f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?", a + b if op == "add" else a - b, op
 
     items = []
     for _ in range(n):
-        examples = [problem() for _ in range(shots)]
-        question, answer = problem()
-        context = "".join(f"{q} {a}\n" for q, a in examples)
-        items.append((context + question, answer))
+        context = "".join(f"{q} {a}\n" for q, a, _ in (problem(False) for _ in range(shots)))
+        question, answer, op = problem(heldout)
+        items.append({"prompt": context + question, "answer": str(answer), "kind": op, "held_out": heldout})
     return items
 
 
-def fact_probe_rows(limit: int | None) -> list[dict]:
+def fact_probe_rows(limit: int | None, held: HeldOut) -> list[dict]:
     """Both phrasing sets (``phrasing``: "train" — the toy web's wording — or "heldout"), each
-    spread to ``limit`` probes; every field of the world's probe is kept."""
+    spread to ``limit`` probes; every field of the world's probe is kept, and ``subject_held_out``
+    says whether its subject is in the world's held-out share. The toy web's pages state every
+    subject's facts (a fact nothing states cannot be known); post-training data never mentions a
+    held-out subject. So these rows carry no ``held_out`` mark: the train-phrased probes are the
+    pages' own sentences (recall by design, ``decontaminate.report_only``)."""
     from llmpipe.tasks.world import fact_probes
 
     rows = []
     for phrasing, heldout in (("train", False), ("heldout", True)):
-        rows += [{**dataclasses.asdict(p), "phrasing": phrasing} for p in spread(fact_probes(heldout=heldout), limit)]
+        rows += [{**dataclasses.asdict(p), "phrasing": phrasing, "subject_held_out": held.subject(p.subject)}
+                 for p in spread(fact_probes(heldout=heldout), limit)]
     return rows
 
 
-def chat_rows(limit: int | None) -> list[dict]:
-    """The held-out fact questions asked in the chat format; ``prompt`` is the user turn."""
+def chat_rows(limit: int | None, held: HeldOut) -> list[dict]:
+    """Fact questions asked in the chat format about held-out subjects, then as many about
+    training subjects (the same cost per side; prefixes interleave the kinds alike); ``prompt``
+    is the user turn."""
     from llmpipe.tasks.facts import heldout_questions
 
-    return [{"prompt": q.messages[-1]["content"], **dataclasses.asdict(q)} for q in heldout_questions(limit)]
+    questions = heldout_questions(held, limit, heldout=True)
+    questions += heldout_questions(held, len(questions), heldout=False)
+    return [{"prompt": q.messages[-1]["content"], **dataclasses.asdict(q)} for q in questions]
 
 
-def arithmetic_rows(p: dict) -> list[dict]:
-    items = arithmetic_problems(
-        p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"]
-    )
-    return [{"prompt": q, "answer": str(a), "kind": "arithmetic"} for q, a in items]
-
-
-def build(p: dict) -> dict[str, list[dict]]:
-    """Every evaluation set of layout.EVAL_SETS, by name."""
+def build(p: dict, held: HeldOut) -> dict[str, list[dict]]:
+    """Every evaluation set of layout.EVAL_SETS, by name. The chat evaluation's held-out
+    arithmetic is rl_test.jsonl (posttrain_data's); ``chat_arithmetic`` is its in-distribution side."""
+    shots = (p["arithmetic_problems"], p["arithmetic_shots"], p["arithmetic_max_operand"], p["seed"], held)
     return {
-        "fact_probes": fact_probe_rows(p["fact_probes"]),
-        "chat": chat_rows(p["chat_fact_questions"]),
-        "arithmetic_fewshot": arithmetic_rows(p),
+        "fact_probes": fact_probe_rows(p["fact_probes"], held),
+        "chat": chat_rows(p["chat_fact_questions"], held),
+        "chat_arithmetic": in_distribution_problems(p["seed"], p["chat_arithmetic_problems"], held),
+        "arithmetic_fewshot": arithmetic_problems(*shots, heldout=True) + arithmetic_problems(*shots, heldout=False),
     }
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     for name in layout.EVAL_SETS:
         parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=f"{name}.jsonl to write")
+    parser.add_argument("--world", help="the world config section as JSON (the held-out share; what the rule passes)")
     parser.add_argument("--stats", required=True, help="stats.json to write")
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
     p = stage_params(args.params, args.config, "evaluate")
+    held = from_config(stage_params(args.world, args.config, "world"))
     stats = StageStats("eval_sets")
-    sets = build(p)
+    sets = build(p, held)
     for name in layout.EVAL_SETS:
         path = Path(getattr(args, name))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,10 @@ follow-ups, and sometimes a system message. A user's own files (conventional sha
 ``{"messages"}``, ``{"prompt", "chosen", "rejected"}``, ``{"prompt", "answer"}``) replace
 the generated data of their kind after line-by-line validation.
 
-Held-out discipline (``llmpipe.tasks.facts``): training data never mentions a held-out
-subject; the held-out files and the chat evaluation ask only about them. RL test problems
-never occur in any training file (compared by question text).
+Held-out discipline (the ``world`` config's held-out share, ``llmpipe.tasks.heldout``):
+training data never mentions a held-out subject nor states a held-out arithmetic fact (an
+operand pair, either order); the held-out files ask only about them. ``rl_test`` asks only
+held-out facts, so its problems share no fact with any training file, let alone a text.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from llmpipe.stats import StageStats
 from llmpipe.tasks.arithmetic import ANSWER_PREFIX, final_line, rl_test_problems, unique_problems, worked_solution
 from llmpipe.tasks.facts import Fact, answer_candidates, answer_sentence, heldout_questions, question, world_facts
 from llmpipe.tasks.formats import read_preferences, read_problems, read_sft
+from llmpipe.tasks.heldout import HeldOut, from_config
+from llmpipe.tasks.world import PROBLEM_OPERANDS, operand_pools
 
 OUTPUT_FILES = layout.POSTTRAIN_FILES
 
@@ -158,7 +161,9 @@ def preference_pairs(
 ) -> list[dict]:
     """``n`` pairs, about ``p["dpo_arithmetic_fraction"]`` of them arithmetic; facts drawn at random,
     or in order (``cycle_facts``: each held-out fact once before any repeats)."""
-    candidates = answer_candidates()
+    # wrong answers come from the same facts' answers: a training pair never names a held-out
+    # subject's answer ("Guatemala City") even as a wrong one
+    candidates = answer_candidates(facts)
     problems = iter(problems)
     out = []
     for i in range(n):
@@ -210,24 +215,26 @@ def dedupe_problems(rows: list[dict]) -> list[dict]:
 # The stage
 
 
-def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
-    """All six files' rows and the stats' extra numbers, from the config section ``p``."""
+def build(p: dict, held: HeldOut) -> tuple[dict[str, list[dict]], dict]:
+    """All six files' rows and the stats' extra numbers, from the config section ``p`` and the
+    world's held-out share ``held``."""
     seed = p["seed"]
-    train_facts = world_facts(heldout=False)
+    train_facts = world_facts(held, heldout=False)
     sources = {}
 
     # the generated test problems are held out even when the user brings RL data: the generated
     # held-out preference pairs ask them
-    generated_test = rl_test_problems(seed, p["rl_test_problems"])
+    generated_test = rl_test_problems(seed, p["rl_test_problems"], held)
     if p["rl_path"]:
         rl_train, rl_test = split_heldout(
             dedupe_problems(read_problems(p["rl_path"])), p["heldout_fraction"], seed, "rl"
         )
+        rl_test = [{**row, "kind": "user", "held_out": True} for row in rl_test]
         sources["rl"] = str(p["rl_path"])
     else:
         rl_test = generated_test
         train = unique_problems(
-            random.Random(f"{seed}/rl_train"), p["rl_train_problems"], {r["prompt"] for r in rl_test}
+            random.Random(f"{seed}/rl_train"), p["rl_train_problems"], {r["prompt"] for r in rl_test}, held
         )
         rl_train = [{"prompt": q, "answer": str(a)} for q, a in train]
         sources["rl"] = "generated"
@@ -237,11 +244,11 @@ def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
         sft_train, sft_heldout = split_heldout(read_sft(p["sft_path"]), p["heldout_fraction"], seed, "sft")
         sources["sft"] = str(p["sft_path"])
     else:
-        problems = unique_problems(random.Random(f"{seed}/sft_problems"), p["sft_conversations"], test_texts)
+        problems = unique_problems(random.Random(f"{seed}/sft_problems"), p["sft_conversations"], test_texts, held)
         sft_train = sft_conversations(p, train_facts, problems, random.Random(f"{seed}/sft"))
         sft_heldout = [
             {"messages": q.messages + [{"role": "assistant", "content": q.reference}]}
-            for q in heldout_questions(p["sft_heldout_conversations"])
+            for q in heldout_questions(held, p["sft_heldout_conversations"])
         ]
         sources["sft"] = "generated"
 
@@ -249,11 +256,11 @@ def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
         dpo_train, dpo_heldout = split_heldout(read_preferences(p["dpo_path"]), p["heldout_fraction"], seed, "dpo")
         sources["dpo"] = str(p["dpo_path"])
     else:
-        problems = unique_problems(random.Random(f"{seed}/dpo_problems"), p["dpo_pairs"], test_texts)
+        problems = unique_problems(random.Random(f"{seed}/dpo_problems"), p["dpo_pairs"], test_texts, held)
         dpo_train = preference_pairs(p["dpo_pairs"], train_facts, problems, p, random.Random(f"{seed}/dpo"), False)
         dpo_heldout = preference_pairs(
             p["dpo_heldout_pairs"],
-            world_facts(heldout=True),
+            world_facts(held, heldout=True),
             itertools.cycle((r["prompt"], int(r["answer"])) for r in generated_test),
             p,
             random.Random(f"{seed}/dpo_heldout"),
@@ -266,8 +273,13 @@ def build(p: dict) -> tuple[dict[str, list[dict]], dict]:
         **preference_stats(dpo_train, "dpo_train"),
         **preference_stats(dpo_heldout, "dpo_heldout"),
     }
+    extra["arithmetic_facts"] = {
+        side: len({(op, *ab) for op, pairs in operand_pools(PROBLEM_OPERANDS, held, heldout).items()
+                   for ab in pairs if op not in ("add", "mul") or ab[0] <= ab[1]})
+        for side, heldout in (("training", False), ("held_out", True))
+    }
     if sources["sft"] == "generated":
-        extra["heldout_subjects"] = sorted({f.subject for f in world_facts(heldout=True)})
+        extra["heldout_subjects"] = sorted({f.subject for f in world_facts(held, heldout=True)})
         extra["sft_train_kinds"] = conversation_kinds(sft_train)
     files = {
         "sft_train": sft_train, "sft_heldout": sft_heldout, "dpo_train": dpo_train,
@@ -306,12 +318,14 @@ def conversation_kinds(conversations: list[dict]) -> dict[str, int]:
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--output", required=True, help="directory for the six JSONL files")
     parser.add_argument("--stats", required=True, help="stats.json to write")
+    parser.add_argument("--world", help="the world config section as JSON (the held-out share; what the rule passes)")
 
 
 def run(args: argparse.Namespace, stage: str) -> int:
     p = stage_params(args.params, args.config, "posttrain_data")
+    held = from_config(stage_params(args.world, args.config, "world"))
     stats = StageStats("posttrain_data")
-    files, extra = build(p)
+    files, extra = build(p, held)
     out = Path(args.output)
     for name in OUTPUT_FILES:
         write_jsonl(out / f"{name}.jsonl", (public(row) for row in files[name]))

@@ -38,6 +38,7 @@ from llmpipe.posttrain import trainer
 from llmpipe.stats import StageStats
 from llmpipe.tasks.chat_eval import arithmetic_metrics
 from llmpipe.tasks.formats import read_preferences
+from llmpipe.tasks.heldout import HeldOut
 from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.tokenizer.chat import as_messages, completion_ids, prompt_ids
 from llmpipe.train import runtime as rt
@@ -164,9 +165,9 @@ def arithmetic_problems_of(rows: list[dict]) -> list[dict]:
     return problems
 
 
-def answer_accuracy(model, tokenizer, problems: list[dict], p: dict) -> dict:
+def answer_accuracy(model, tokenizer, problems: list[dict], p: dict, held: HeldOut) -> dict:
     """Greedy chat accuracy on held-out fact questions and on held-out arithmetic pairs."""
-    facts = trainer.heldout_facts(model, tokenizer, p)
+    facts = trainer.heldout_facts(model, tokenizer, p, held)
     arithmetic = arithmetic_metrics(model, tokenizer, problems, p["eval_max_new_tokens"], p["eval_batch_size"])
     return {
         "heldout_answer_accuracy": facts.get("accuracy"),
@@ -179,6 +180,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     base = trainer.load_base(p, args.base)
     model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
     context, pad_id, bs = model.config.context_length, tokenizer.pad_id, p["eval_batch_size"]
+    held = trainer.world_heldout(args)
 
     train_rows, heldout_rows = read_preferences(args.train), read_preferences(args.heldout)
     train_pairs, skipped = encode_pairs(tokenizer, train_rows, context)
@@ -202,7 +204,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     reference_seconds = time.perf_counter() - start_time
     problems = arithmetic_problems_of(heldout_rows)
     start_eval = heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime)
-    start_answers = answer_accuracy(model, tokenizer, problems, p)
+    start_answers = answer_accuracy(model, tokenizer, problems, p, held)
     optimizer = trainer.make_optimizer(model, p, runtime)
 
     def step_fn(step: int, index: torch.Tensor) -> dict:
@@ -239,7 +241,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         "dpo",
         {"loss": "loss", "acc": "reward_accuracy"},
     )
-    end_answers = answer_accuracy(model, tokenizer, problems, p)
+    end_answers = answer_accuracy(model, tokenizer, problems, p, held)
     seconds = time.perf_counter() - start_time
 
     trainer.save(args, base, model, "dpo", history)

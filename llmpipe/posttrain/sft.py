@@ -21,6 +21,7 @@ from llmpipe.model.gpt import GPT
 from llmpipe.posttrain import trainer
 from llmpipe.stats import StageStats
 from llmpipe.tasks.formats import read_sft
+from llmpipe.tasks.heldout import HeldOut
 from llmpipe.tokenizer.chat import render
 from llmpipe.tokenizer.pack import best_fit
 from llmpipe.train import runtime as rt
@@ -103,10 +104,10 @@ def mean_loss(model: GPT, rows: Rows, runtime: rt.Runtime, batch_size: int) -> f
     return total / max(count, 1)
 
 
-def evaluate_heldout(model: GPT, tokenizer, heldout: Rows, runtime: rt.Runtime, p: dict) -> dict:
+def evaluate_heldout(model: GPT, tokenizer, heldout: Rows, runtime: rt.Runtime, p: dict, held: HeldOut) -> dict:
     """Held-out loss (assistant tokens of sft_heldout) and the chat accuracy on held-out facts."""
     model.eval()
-    facts = trainer.heldout_facts(model, tokenizer, p)
+    facts = trainer.heldout_facts(model, tokenizer, p, held)
     out = {
         "heldout_loss": mean_loss(model, heldout, runtime, p["eval_batch_size"]) if len(heldout) else None,
         "heldout_answer_accuracy": facts.get("accuracy"),
@@ -120,6 +121,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     base = trainer.load_base(p, args.base)
     model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
     context = model.config.context_length
+    held = trainer.world_heldout(args)
 
     conversations = read_sft(args.train)
     examples, skipped = to_examples(tokenizer, conversations, context)
@@ -137,7 +139,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     steps = max(1, round(p["epochs"] * steps_per_epoch))
     optimizer = trainer.make_optimizer(model, p, runtime)
     start_time = time.perf_counter()
-    base_eval = evaluate_heldout(model, tokenizer, heldout, runtime, p)
+    base_eval = evaluate_heldout(model, tokenizer, heldout, runtime, p, held)
     tokens = 0
 
     def step_fn(step: int, index: torch.Tensor) -> dict:
@@ -155,7 +157,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
 
     order = batch_order(len(rows), p["batch_size"], steps, p["seed"])
     history, last_eval = trainer.train_steps(
-        model, optimizer, p, order, step_fn, lambda: evaluate_heldout(model, tokenizer, heldout, runtime, p),
+        model, optimizer, p, order, step_fn, lambda: evaluate_heldout(model, tokenizer, heldout, runtime, p, held),
         "sft", {"loss": "loss"},
     )
     seconds = time.perf_counter() - start_time

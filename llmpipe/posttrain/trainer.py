@@ -25,6 +25,7 @@ from llmpipe.model.gpt import GPT
 from llmpipe.stats import StageStats
 from llmpipe.tasks.chat_eval import fact_metrics
 from llmpipe.tasks.facts import heldout_questions
+from llmpipe.tasks.heldout import HeldOut, from_config
 from llmpipe.tokenizer import Tokenizer
 from llmpipe.train import runtime as rt
 from llmpipe.train.optim import build_optimizer, set_lr_scale
@@ -100,9 +101,14 @@ def train_steps(
     return history, last_eval
 
 
-def heldout_facts(model: GPT, tokenizer: Tokenizer, p: dict) -> dict:
+def world_heldout(args: argparse.Namespace) -> HeldOut:
+    """The world's held-out share (``--world`` JSON from the rule, or ``--config``'s section)."""
+    return from_config(stage_params(args.world, args.config, "world"))
+
+
+def heldout_facts(model: GPT, tokenizer: Tokenizer, p: dict, held: HeldOut) -> dict:
     """The chat evaluation's held-out fact questions, asked with the stage's eval settings."""
-    return fact_metrics(model, tokenizer, heldout_questions(p["eval_fact_questions"]),
+    return fact_metrics(model, tokenizer, heldout_questions(held, p["eval_fact_questions"]),
                         p["eval_max_new_tokens"], p["eval_batch_size"])
 
 
@@ -127,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, base_help: str, inputs: dict[
     parser.add_argument("--output", required=True, help="model directory to write")
     parser.add_argument("--metrics", help="metrics.jsonl (default: OUTPUT/metrics.jsonl)")
     parser.add_argument("--stats", required=True, help="stats.json to write")
+    parser.add_argument("--world", help="the world config section as JSON (the held-out share; what the rule passes)")
 
 
 def run(args: argparse.Namespace, stage: str, train: Callable[[dict, argparse.Namespace, StageStats], None]) -> int:

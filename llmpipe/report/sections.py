@@ -484,11 +484,35 @@ EVAL_ROWS = [  # (table label, plot label or None for non-accuracies, path in ev
         ("facts_heldout_phrasing", "choice_accuracy"),
     ),
     ("fact probes, held-out phrasing: greedy accuracy", None, ("facts_heldout_phrasing", "greedy_accuracy")),
-    ("arithmetic, few-shot completion: pass@1", "arithmetic few-shot", ("arithmetic", "accuracy")),
-    ("chat: held-out fact questions, accuracy", "chat facts", ("chat", "facts", "accuracy")),
-    ("chat: replies that end with <|end|>", None, ("chat", "facts", "ends_properly")),
-    ("chat: arithmetic word problems, pass@1", "chat arithmetic", ("chat", "arithmetic", "accuracy")),
+    ("arithmetic, few-shot completion: pass@1 (held-out facts)", "arithmetic few-shot",
+     ("arithmetic_held_out", "accuracy")),
+    ("chat: held-out fact questions, accuracy", "chat facts", ("chat", "facts_held_out", "accuracy")),
+    ("chat: replies that end with <|end|>", None, ("chat", "facts_held_out", "ends_properly")),
+    ("chat: arithmetic word problems, pass@1 (held-out facts)", "chat arithmetic",
+     ("chat", "arithmetic_held_out", "accuracy")),
 ]
+# (label, path with "{side}" for in_distribution / held_out): the generalisation table, each
+# model's in-distribution and held-out figures side by side (llmpipe/tasks/heldout.py)
+SPLIT_ROWS = [
+    ("fact probes (train phrasing): choice accuracy", ("facts_train_phrasing", "choice_accuracy_{side}")),
+    ("arithmetic, few-shot completion: pass@1", ("arithmetic_{side}", "accuracy")),
+    ("chat: fact questions, accuracy", ("chat", "facts_{side}", "accuracy")),
+    ("chat: arithmetic word problems, greedy pass@1", ("chat", "arithmetic_{side}", "accuracy")),
+]
+SIDES = ("in_distribution", "held_out")
+
+
+def split_table(metrics: dict[str, dict | None]) -> list[dict]:
+    """Rows of SPLIT_ROWS: per model, the in-distribution then the held-out value."""
+    rows = []
+    for label, path in SPLIT_ROWS:
+        cells = []
+        for model in MODELS:
+            for side in SIDES:
+                data = metrics.get(model)
+                cells.append(fmt(dig(data, *(k.format(side=side) for k in path))) if data else "not run")
+        rows.append({"metric": label, "cells": cells})
+    return rows
 
 
 def evaluation_section(metrics: dict[str, dict | None], generations: int) -> dict:
@@ -506,7 +530,7 @@ def evaluation_section(metrics: dict[str, dict | None], generations: int) -> dic
             prompts.setdefault(sample.get("prompt", ""), {})[model] = sample.get("completion", "")
     samples = [{"prompt": p, "completions": [by_model.get(m) for m in MODELS]} for p, by_model in prompts.items()]
     chat = []
-    for task in ("facts", "arithmetic"):
+    for task in ("facts_held_out", "arithmetic_held_out", "facts_in_distribution", "arithmetic_in_distribution"):
         questions: dict[str, dict] = {}
         for model in models:
             for example in (dig(metrics[model], "chat", task, "examples") or [])[:generations]:
@@ -515,6 +539,7 @@ def evaluation_section(metrics: dict[str, dict | None], generations: int) -> dic
                 )
                 entry["replies"][model] = {"text": example.get("reply", ""), "correct": example.get("correct")}
         for prompt, entry in questions.items():
-            chat.append({"task": task, "prompt": prompt, "answer": fmt(entry["answer"]),
+            chat.append({"task": task.replace("_", " "), "prompt": prompt, "answer": fmt(entry["answer"]),
                          "replies": [entry["replies"].get(m) for m in MODELS]})
-    return {"models": MODELS, "ran": models, "table": table, "plot": plot, "samples": samples, "chat": chat}
+    return {"models": MODELS, "ran": models, "table": table, "split_table": split_table(metrics), "sides": SIDES,
+            "plot": plot, "samples": samples, "chat": chat}

@@ -1,5 +1,7 @@
-"""Arithmetic word problems: worked solutions, distinct draws, the held-out RL test set, and
-GSM8K-style answers ("... #### 42").
+"""Arithmetic word problems: worked solutions, distinct draws on either side of the world's
+held-out share, the evaluation sets (``rl_test``: held-out facts; an in-distribution set of
+training facts), GSM8K-style answers ("... #### 42"), and the facts a text states
+(``stated_facts``: what the training-data leak test scans for).
 """
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import random
 import re
 
 from llmpipe.tasks import world
+from llmpipe.tasks.heldout import HeldOut, arithmetic_fact
 
 _FORMS = (
     (re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more\."), "{a} + {b} = {n}, so {name} has {n} {thing} now."),
@@ -39,28 +42,83 @@ def worked_solution(problem: str, answer: int) -> str:
     raise ValueError(f"not a world.arithmetic_problems question: {problem!r}")
 
 
-def unique_problems(rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[tuple[str, int]]:
-    """``n`` distinct problems drawn in order from ``rng``, none of whose text is in ``exclude``.
+def unique_problems(
+    rng: random.Random, n: int, exclude: set[str] = frozenset(), held: HeldOut | None = None, heldout: bool = False
+) -> list[tuple[str, int]]:
+    """``n`` distinct problems drawn in order from ``rng``, none of whose text is in ``exclude``,
+    on one side of the held-out split (``held``; any fact if None).
 
     Drawing one at a time keeps prefixes stable: the first 50 of 100 are the 50 of 50.
     """
-    out: list[tuple[str, int]] = []
+    return [(p.question, p.answer) for p in unique_facts(rng, n, exclude, held, heldout)]
+
+
+def unique_facts(
+    rng: random.Random, n: int, exclude: set[str] = frozenset(), held: HeldOut | None = None, heldout: bool = False
+) -> list[world.Problem]:
+    """``unique_problems`` with each problem's operation and operands."""
+    out: list[world.Problem] = []
     seen = set(exclude)
     for _ in range(1000 * max(n, 1)):
         if len(out) == n:
             return out
-        ((text, answer),) = world.arithmetic_problems(rng, 1)
-        if text not in seen:
-            seen.add(text)
-            out.append((text, answer))
+        (problem,) = world.draw_problems(rng, 1, held, heldout)
+        if problem.question not in seen:
+            seen.add(problem.question)
+            out.append(problem)
     if len(out) < n:
         raise ValueError(f"could not draw {n} distinct arithmetic problems")
     return out
 
 
-def rl_test_problems(seed: int, n: int) -> list[dict]:
-    """The held-out RL problems (``rl_test.jsonl``, the chat evaluation's arithmetic)."""
-    return [{"prompt": q, "answer": str(a)} for q, a in unique_problems(random.Random(f"{seed}/rl_test"), n)]
+def eval_row(problem: world.Problem, heldout: bool) -> dict:
+    """An evaluation item: the question, its answer, the operation (``kind``) and its side."""
+    return {"prompt": problem.question, "answer": str(problem.answer), "kind": problem.op, "held_out": heldout}
+
+
+def rl_test_problems(seed: int, n: int, held: HeldOut) -> list[dict]:
+    """The held-out RL problems (``rl_test.jsonl``, the chat evaluation's held-out arithmetic):
+    every one asks a fact of the held-out share, which no training input states."""
+    return [eval_row(p, True) for p in unique_facts(random.Random(f"{seed}/rl_test"), n, held=held, heldout=True)]
+
+
+def in_distribution_problems(seed: int, n: int, held: HeldOut) -> list[dict]:
+    """Problems about training facts (new wording draws, maybe seen texts): the in-distribution
+    side the chat evaluation reports next to ``rl_test``."""
+    rng = random.Random(f"{seed}/in_distribution")
+    return [eval_row(p, False) for p in unique_facts(rng, n, held=held, heldout=False)]
+
+
+NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER = r"(\d+|" + "|".join(NUMBER_WORDS) + r")"
+_OPS = {"+": "add", "plus": "add", "-": "sub", "minus": "sub", "*": "mul", "×": "mul", "times": "mul"}
+_STATEMENTS = (  # (pattern, operation or None: the operator is group 2)
+    (re.compile(rf"(?<![\w.,]){_NUMBER} (\+|-|\*|×|plus|minus|times) {_NUMBER}(?![\w,]|\.\d)", re.IGNORECASE), None),
+    (re.compile(r"has (\d+) \w+ and gets (\d+) more"), "add"),
+    (re.compile(r"has (\d+) \w+ and gives (\d+) of them away"), "sub"),
+    (re.compile(r"has (\d+) bags with (\d+) \w+ in each bag"), "mul"),
+)
+
+
+def _number(word: str) -> int:
+    return int(word) if word.isdigit() else NUMBER_WORDS[word.lower()]
+
+
+def stated_facts(text: str) -> set[tuple[str, int, int]]:
+    """Every arithmetic fact (canonical ``(op, a, b)``) a text states or asks, in any of the
+    forms the world writes: "3 + 4", "three plus four", "5 * 2", "Tom has 3 apples and gets 4
+    more", "2 bags with 5 ...". What the leak test scans training files for, by fact."""
+    found = set()
+    for pattern, op in _STATEMENTS:
+        for m in pattern.finditer(text):
+            if op is None:
+                a, sym, b = m.groups()
+                found.add(arithmetic_fact(_OPS[sym.lower()], _number(a), _number(b)))
+            else:
+                found.add(arithmetic_fact(op, int(m.group(1)), int(m.group(2))))
+    return found
 
 
 def gsm8k_number(text: str) -> str | None:

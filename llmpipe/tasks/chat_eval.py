@@ -1,5 +1,8 @@
-"""Chat evaluation, the same for every model (base included, prompted the same way): held-out
-fact questions and arithmetic word problems asked in the chat template, answered greedily.
+"""Chat evaluation, the same for every model (base included, prompted the same way): fact
+questions and arithmetic word problems asked in the chat template, answered greedily, on both
+sides of the world's held-out share (``llmpipe.tasks.heldout``) and reported side by side:
+``*_held_out`` (facts no post-training data mentions; arithmetic facts no training input
+states: ``rl_test``) and ``*_in_distribution`` (subjects and operand pairs training covers).
 
 Scoring rules (documented here because the report quotes them):
 - a fact reply is correct when the answer appears in it (case-insensitive, on word
@@ -21,6 +24,7 @@ from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.tokenizer.chat import END, prompt_ids
 
 EXAMPLES = 12  # replies of each task kept for the report
+SIDES = (("in_distribution", False), ("held_out", True))  # (metric suffix, held-out flag)
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ def fact_metrics(
     candidates = answer_candidates()
     replies = chat_replies(model, tokenizer, [q.messages for q in questions], max_new_tokens, batch_size)
     rows = [
-        {"prompt": q.messages[-1]["content"], "answer": q.answer, "kind": q.kind, "reply": r.text,
+        {"prompt": q.messages[-1]["content"], "answer": q.answer, "kind": q.kind, "held_out": q.held_out,
+         "reply": r.text,
          "correct": fact_correct(r.text, q.answer, candidates[q.kind]), "ended": r.ended}
         for q, r in zip(questions, replies)
     ]
@@ -101,7 +106,8 @@ def arithmetic_metrics(
     for problem, reply in zip(problems, replies):
         parsed = parse_final_answer(reply.text)
         rows.append({
-            "prompt": problem["prompt"], "answer": problem["answer"], "reply": reply.text,
+            "prompt": problem["prompt"], "answer": problem["answer"], "kind": problem.get("kind"),
+            "held_out": problem.get("held_out"), "reply": reply.text,
             "parsed": None if parsed is None else str(parsed),
             "correct": parsed is not None and parsed == int(problem["answer"]),
             "ended": reply.ended,
@@ -115,12 +121,16 @@ def arithmetic_metrics(
 
 
 def chat_metrics(
-    model: GPT, tokenizer, p: dict, runtime, questions: list[HeldoutQuestion], problems: list[dict]
+    model: GPT, tokenizer, p: dict, runtime, questions: list[HeldoutQuestion], problems: dict[str, list[dict]]
 ) -> dict:  # runtime: the evaluate signature
-    """The chat section of ``evaluate``'s metrics: held-out fact questions and arithmetic problems
-    (``evaluate`` passes the eval_sets chat file's and rl_test.jsonl's rows, read as DAG inputs)."""
+    """The chat section of ``evaluate``'s metrics, each task on both sides of the held-out share:
+    ``facts_held_out`` / ``facts_in_distribution`` (the questions, split by their ``held_out``)
+    and ``arithmetic_held_out`` / ``arithmetic_in_distribution`` (``problems`` by side: evaluate
+    passes rl_test.jsonl's rows and the eval_sets in-distribution problems, read as DAG inputs)."""
     bs, budget = p["batch_size"], p["chat_max_new_tokens"]
-    return {
-        "facts": fact_metrics(model, tokenizer, questions, budget, bs),
-        "arithmetic": arithmetic_metrics(model, tokenizer, problems, budget, bs),
-    }
+    out = {}
+    for side, heldout in SIDES:
+        side_questions = [q for q in questions if q.held_out == heldout]
+        out[f"facts_{side}"] = fact_metrics(model, tokenizer, side_questions, budget, bs)
+        out[f"arithmetic_{side}"] = arithmetic_metrics(model, tokenizer, problems[side], budget, bs)
+    return out

@@ -1,28 +1,16 @@
 """The world's facts as questions: held-out subjects, question phrasings, answer sentences.
 
-Held-out discipline: subjects (countries, animals) are split by a stable hash
-(``is_heldout_subject``); training data never mentions a held-out subject, and the held-out
-files and the chat evaluation ask only about them.
+Held-out discipline: subjects (countries, animals) are split by the world's held-out share
+(``llmpipe.tasks.heldout``, a hash of the ``world`` config's seed and the subject); post-training
+data never mentions a held-out subject, the held-out files ask only about them, and the chat
+evaluation asks about both sides and reports them side by side.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from llmpipe.tasks import world
-
-HELDOUT_PERCENT = 25
-
-
-def is_heldout_subject(subject: str) -> bool:
-    """Whether a country or animal is held out of all training data (~25%, by stable hash).
-
-    A hash rather than a seeded draw: the split must not move when a seed or a count changes,
-    or yesterday's held-out subject could be in today's training data.
-    """
-    digest = hashlib.sha256(f"heldout:{subject}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 100 < HELDOUT_PERCENT
-
+from llmpipe.tasks.heldout import HeldOut
 
 # Several phrasings per kind of fact, so SFT teaches answering, not one wording.
 QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -53,9 +41,9 @@ class Fact:
     answer: str
 
 
-def world_facts(heldout: bool) -> list[Fact]:
+def world_facts(held: HeldOut, heldout: bool) -> list[Fact]:
     """The world's facts about held-out (or only non-held-out) subjects, in a stable order."""
-    return [Fact(*item) for item in world.fact_items() if is_heldout_subject(item[1]) == heldout]
+    return [Fact(*item) for item in world.fact_items() if held.subject(item[1]) == heldout]
 
 
 def answer_sentence(fact: Fact) -> str:
@@ -69,10 +57,11 @@ def question(fact: Fact, template: int) -> str:
     return options[template % len(options)].format(fact.subject)
 
 
-def answer_candidates() -> dict[str, list[str]]:
-    """kind -> every distinct answer of that kind (what a wrong answer is drawn from)."""
+def answer_candidates(facts: list[Fact] | None = None) -> dict[str, list[str]]:
+    """kind -> every distinct answer of that kind among ``facts`` (default: the whole world's),
+    what a wrong answer is drawn from."""
     out: dict[str, list[str]] = {}
-    for kind, _, answer in world.fact_items():
+    for kind, _, answer in world.fact_items() if facts is None else ((f.kind, f.subject, f.answer) for f in facts):
         if answer not in out.setdefault(kind, []):
             out[kind].append(answer)
     return out
@@ -85,22 +74,25 @@ class HeldoutQuestion:
     answer: str
     kind: str
     subject: str
+    held_out: bool = True  # False: an in-distribution question (its subject is in post-training)
 
 
-def heldout_questions(limit: int | None = None) -> list[HeldoutQuestion]:
-    """One single-turn question per held-out fact, phrasings rotating within each kind.
+def heldout_questions(held: HeldOut, limit: int | None = None, heldout: bool = True) -> list[HeldoutQuestion]:
+    """One single-turn question per held-out fact (``heldout=False``: per training fact),
+    phrasings rotating within each kind.
 
-    A pure function of the world (no seed), interleaved over kinds so any prefix mixes them:
-    ``sft_heldout.jsonl``, SFT's accuracy and ``evaluate``'s chat metrics all use this set.
+    A pure function of the world and its held-out share, interleaved over kinds so any prefix
+    mixes them: ``sft_heldout.jsonl``, SFT's accuracy and ``evaluate``'s chat metrics use this set.
     """
     by_kind: dict[str, list[Fact]] = {}
-    for fact in world_facts(heldout=True):
+    for fact in world_facts(held, heldout=heldout):
         by_kind.setdefault(fact.kind, []).append(fact)
     order = []
     for i in range(max(len(v) for v in by_kind.values())):
         order += [facts[i] for facts in by_kind.values() if i < len(facts)]
     items = [
-        HeldoutQuestion([{"role": "user", "content": question(f, i)}], answer_sentence(f), f.answer, f.kind, f.subject)
+        HeldoutQuestion([{"role": "user", "content": question(f, i)}], answer_sentence(f), f.answer, f.kind, f.subject,
+                        heldout)
         for i, f in enumerate(order)
     ]
     return items if limit is None else items[:limit]

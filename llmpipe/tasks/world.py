@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from llmpipe.tasks.heldout import HeldOut
+
 
 @dataclass(frozen=True)
 class Country:
@@ -31,6 +33,7 @@ class Probe:
     prompt: str
     answer: str
     kind: str
+    subject: str  # the country or animal asked about (what the held-out split is by)
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,7 @@ def fact_probes(heldout: bool) -> list[Probe]:
     for kind, subject, answer in fact_items():
         i = counts[kind] = counts.get(kind, -1) + 1
         template = templates[kind][i % len(templates[kind])]
-        probes.append(Probe(template.format(subject), answer, kind))
+        probes.append(Probe(template.format(subject), answer, kind, subject))
     return probes
 
 
@@ -390,32 +393,72 @@ THINGS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "stamp
           "balloons", "cards")
 
 
-def arithmetic_problems(rng: random.Random, n: int) -> list[tuple[str, int]]:
-    """``n`` one-step word problems (addition, subtraction, multiplication) and their answers.
+# (operation, smallest first operand, largest) and the second operand's range given the first:
+# sums of 1..10, differences below 15, products of 2..5. With the ~900 facts of larger operands
+# the tiny default model got under a quarter of its sampled sums right after SFT, which left
+# RL too few correct samples to learn from.
+PROBLEM_OPERANDS = {
+    "add": [(a, b) for a in range(1, 11) for b in range(1, 11)],
+    "sub": [(a, b) for a in range(2, 16) for b in range(1, a)],
+    "mul": [(a, b) for a in range(2, 6) for b in range(2, 6)],
+}
+# the toy web's solved sums: any operands 0..12, the larger first for a difference
+SUM_OPERANDS = {
+    "add": [(a, b) for a in range(13) for b in range(13)],
+    "sub": [(a, b) for a in range(13) for b in range(a + 1)],
+    "mul": [(a, b) for a in range(13) for b in range(13)],
+}
 
-    Operands are small (sums of 1..10, differences below 15, products of 2..5): 221 distinct
-    facts. With the ~900 of larger operands the tiny default model got under a quarter of its
-    sampled sums right after SFT, which left RL too few correct samples to learn from.
-    """
+
+def apply(op: str, a: int, b: int) -> int:
+    return {"add": a + b, "sub": a - b, "mul": a * b}[op]
+
+
+def operand_pools(
+    operands: dict[str, list[tuple[int, int]]], held: HeldOut | None, heldout: bool
+) -> dict[str, list[tuple[int, int]]]:
+    """The operand pairs of each operation on one side of the held-out split (all of them
+    when ``held`` is None), leaving out operations with none on that side."""
+    pools = {op: [ab for ab in pairs if held is None or held.arithmetic(op, *ab) == heldout]
+             for op, pairs in operands.items()}
+    return {op: pairs for op, pairs in pools.items() if pairs}
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    answer: int
+    op: str
+    a: int
+    b: int
+
+
+def problem_text(rng: random.Random, op: str, a: int, b: int) -> str:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    if op == "add":
+        return f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
+    if op == "sub":
+        return f"{name} has {a} {thing} and gives {b} of them away. How many {thing} does {name} have left?"
+    return f"{name} has {a} bags with {b} {thing} in each bag. How many {thing} does {name} have in all?"
+
+
+def draw_problems(rng: random.Random, n: int, held: HeldOut | None = None, heldout: bool = False) -> list[Problem]:
+    """``n`` one-step word problems (addition, subtraction, multiplication), operation first,
+    then an operand pair on the requested side of the held-out split (any, if ``held`` is None)."""
+    pools = operand_pools(PROBLEM_OPERANDS, held, heldout)
+    if not pools:
+        raise ValueError("no arithmetic fact on this side of the held-out split")
+    ops = sorted(pools)
     problems = []
     for _ in range(n):
-        name, thing = rng.choice(NAMES), rng.choice(THINGS)
-        op = rng.choice(("add", "sub", "mul"))
-        if op == "add":
-            a, b = rng.randint(1, 10), rng.randint(1, 10)
-            question = (f"{name} has {a} {thing} and gets {b} more. "
-                        f"How many {thing} does {name} have now?")
-            answer = a + b
-        elif op == "sub":
-            a = rng.randint(2, 15)
-            b = rng.randint(1, a - 1)
-            question = (f"{name} has {a} {thing} and gives {b} of them away. "
-                        f"How many {thing} does {name} have left?")
-            answer = a - b
-        else:
-            a, b = rng.randint(2, 5), rng.randint(2, 5)
-            question = (f"{name} has {a} bags with {b} {thing} in each bag. "
-                        f"How many {thing} does {name} have in all?")
-            answer = a * b
-        problems.append((question, answer))
+        op = rng.choice(ops)
+        a, b = rng.choice(pools[op])
+        problems.append(Problem(problem_text(rng, op, a, b), apply(op, a, b), op, a, b))
     return problems
+
+
+def arithmetic_problems(
+    rng: random.Random, n: int, held: HeldOut | None = None, heldout: bool = False
+) -> list[tuple[str, int]]:
+    """``n`` word problems and their answers (``draw_problems`` without the fact)."""
+    return [(p.question, p.answer) for p in draw_problems(rng, n, held, heldout)]

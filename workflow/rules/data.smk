@@ -11,6 +11,7 @@ rule toyweb:
         stats=layout.toyweb_stats_file(RESULTS),
     params:
         cfg=section("toyweb"),
+        world=section("world"),
         code=stage_code("toyweb"),
     log:
         log_path("toyweb", "toyweb"),
@@ -20,7 +21,7 @@ rule toyweb:
         "../envs/llmpipe.yaml"
     threads: 1
     shell:
-        "llmpipe toyweb --params {params.cfg:q} --warc {output.warcs:q}"
+        "llmpipe toyweb --params {params.cfg:q} --world {params.world:q} --warc {output.warcs:q}"
         " --truth {output.truth:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 

@@ -17,6 +17,7 @@ rule posttrain_data:
         stats=f"{layout.posttrain_dir(RESULTS)}/stats.json",
     params:
         cfg=section("posttrain_data"),
+        world=section("world"),
         code=stage_code("posttrain-data"),
         out=lambda wc, output: Path(output.stats).parent,
     log:
@@ -27,7 +28,7 @@ rule posttrain_data:
         "../envs/llmpipe.yaml"
     threads: 1
     shell:
-        "llmpipe posttrain-data --params {params.cfg:q} --output {params.out:q}"
+        "llmpipe posttrain-data --params {params.cfg:q} --world {params.world:q} --output {params.out:q}"
         " --stats {output.stats:q} > {log:q} 2>&1"
 
 
@@ -42,6 +43,7 @@ rule sft:
         stats=layout.training_stats_file(RESULTS, "sft"),
     params:
         cfg=section("sft"),
+        world=section("world"),
         code=stage_code("sft"),
         base=lambda wc, input: Path(input.base[0]).parent,
         out=lambda wc, output: Path(output.model).parent,
@@ -55,7 +57,7 @@ rule sft:
     resources:
         gpu=config["sft"]["gpus"],
     shell:
-        "OMP_NUM_THREADS={threads} llmpipe sft --params {params.cfg:q} --base {params.base:q}"
+        "OMP_NUM_THREADS={threads} llmpipe sft --params {params.cfg:q} --world {params.world:q} --base {params.base:q}"
         " --train {input.train:q} --heldout {input.heldout:q} --output {params.out:q}"
         " --metrics {output.metrics:q} --stats {output.stats:q} > {log:q} 2>&1"
 
@@ -75,6 +77,7 @@ rule dpo:
         stats=layout.training_stats_file(RESULTS, "dpo"),
     params:
         cfg=section("dpo"),
+        world=section("world"),
         code=stage_code("dpo"),
         base=lambda wc, input: Path(input.model[0]).parent,
         out=lambda wc, output: Path(output.model).parent,
@@ -88,7 +91,7 @@ rule dpo:
     resources:
         gpu=config["dpo"]["gpus"],
     shell:
-        "OMP_NUM_THREADS={threads} llmpipe dpo --params {params.cfg:q} --base {params.base:q}"
+        "OMP_NUM_THREADS={threads} llmpipe dpo --params {params.cfg:q} --world {params.world:q} --base {params.base:q}"
         " --train {input.train:q} --heldout {input.heldout:q} --output {params.out:q}"
         " --metrics {output.metrics:q} --stats {output.stats:q} > {log:q} 2>&1"
 

@@ -36,13 +36,15 @@ rule pretrain:
 
 
 rule eval_sets:
-    """The evaluation sets as files (fact probes, chat questions, few-shot arithmetic): inputs of
+    """The evaluation sets as files (fact probes, chat questions and in-distribution problems,
+    few-shot arithmetic), each item marked with its side of the world's held-out share: inputs of
     evaluate and decontaminate, so both see exactly the same items."""
     output:
         **{name: layout.eval_set_file(RESULTS, name) for name in layout.EVAL_SETS},
         stats=layout.eval_sets_stats_file(RESULTS),
     params:
         cfg=section("evaluate", EVAL_SET_KEYS),
+        world=section("world"),
         code=stage_code("eval-sets"),
     log:
         log_path("eval_sets", "eval_sets"),
@@ -52,7 +54,8 @@ rule eval_sets:
         "../envs/llmpipe.yaml"
     threads: 1
     shell:
-        "llmpipe eval-sets --params {params.cfg:q} --fact-probes {output.fact_probes:q} --chat {output.chat:q}"
+        "llmpipe eval-sets --params {params.cfg:q} --world {params.world:q} --fact-probes {output.fact_probes:q}"
+        " --chat {output.chat:q} --chat-arithmetic {output.chat_arithmetic:q}"
         " --arithmetic-fewshot {output.arithmetic_fewshot:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 
@@ -88,6 +91,6 @@ rule evaluate:
     shell:
         "OMP_NUM_THREADS={threads} llmpipe evaluate --params {params.cfg:q} --model {params.model:q}"
         " --val {params.val:q} --test {params.test:q} --fact-probes {input.fact_probes:q} --chat {input.chat:q}"
-        " --arithmetic {input.arithmetic_fewshot:q} --rl-test {input.rl_test:q}"
-        " --train-tokens {input.train_tokens:q} --val-tokens {input.val_tokens:q}"
+        " --chat-arithmetic {input.chat_arithmetic:q} --arithmetic {input.arithmetic_fewshot:q}"
+        " --rl-test {input.rl_test:q} --train-tokens {input.train_tokens:q} --val-tokens {input.val_tokens:q}"
         " --output {output.metrics:q} --stats {output.stats:q} > {log:q} 2>&1"

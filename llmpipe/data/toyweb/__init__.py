@@ -19,12 +19,14 @@ import sys
 from llmpipe.config import ConfigError, stage_params
 from llmpipe.data.toyweb.truth import generate
 from llmpipe.stats import StageStats
+from llmpipe.tasks.heldout import from_config
 
 
 def add_arguments(parser, stage: str) -> None:
     parser.add_argument("--warc", nargs="+", required=True, help="the .warc.gz files to write (toyweb.files of them)")
     parser.add_argument("--truth", required=True, help="ground-truth Parquet, one row per response record")
     parser.add_argument("--stats", required=True, help="stats.json")
+    parser.add_argument("--world", help="the world config section as JSON (the held-out share; what the rule passes)")
 
 
 def run(args, stage: str) -> int:
@@ -32,7 +34,8 @@ def run(args, stage: str) -> int:
     if len(args.warc) != params["files"]:
         raise ConfigError(f"toyweb.files is {params['files']} but {len(args.warc)} --warc paths were given")
     stats = StageStats(stage="toyweb")
-    generate(params["seed"], params["articles"], args.warc, args.truth, stats)
+    held = from_config(stage_params(args.world, args.config, "world"))
+    generate(params["seed"], params["articles"], args.warc, args.truth, stats, held)
     data = stats.write(args.stats)
     print(f"toyweb: {data['docs_out']} records in {len(args.warc)} files; kinds {data['extra']['kinds']}",
           file=sys.stderr)

@@ -6,6 +6,7 @@ import random
 
 from llmpipe.data.toyweb.pages import Doc, cap, pick
 from llmpipe.tasks import world
+from llmpipe.tasks.heldout import SYMBOLS, WORDS, HeldOut
 from llmpipe.tasks.world import a_or_an, fact_sentence
 
 COUNTRY_FREE = {
@@ -360,28 +361,41 @@ WORKSHEET_TIPS = (
 )
 
 
-def sum_sentence(rng: random.Random) -> str:
-    """A solved sum written as prose, in digits or in words."""
-    op = rng.choice(("plus", "minus", "times"))
-    a, b = rng.randint(0, 12), rng.randint(0, 12)
-    if op == "minus":
-        a, b = max(a, b), min(a, b)
-    c = {"plus": a + b, "minus": a - b, "times": a * b}[op]
+def sum_sentence(rng: random.Random, held: HeldOut) -> str:
+    """A solved sum of the training share (``held``), as prose in digits or in words. (Bare
+    equations, "3 + 4 = 7.", pushed worksheets under Gopher's alpha-word ratio.)"""
+    pools = world.operand_pools(world.SUM_OPERANDS, held, heldout=False)
+    op = rng.choice(sorted(pools))
+    a, b = rng.choice(pools[op])
+    c = world.apply(op, a, b)
+    word = WORDS[op]
     if c <= 20 and rng.random() < 0.7:
         a, b, c = NUMBER_WORDS[a], NUMBER_WORDS[b], NUMBER_WORDS[c]
-    return f"What is {a} {op} {b}? {cap(str(a))} {op} {b} equals {c}."
+    return f"What is {a} {word} {b}? {cap(str(a))} {word} {b} equals {c}."
 
 
-def write_worksheet(rng: random.Random) -> Doc:
-    sums = [sum_sentence(rng) for _ in range(8)]
-    problems = [f"{q} The answer is {a}." for q, a in world.arithmetic_problems(rng, 4)]
-    intros, tips = pick(rng, WORKSHEET_INTROS, 3), pick(rng, WORKSHEET_TIPS, 5)
+def solved_problem(problem: world.Problem, rng: random.Random) -> str:
+    """A word problem with its answer, sometimes after the worked step SFT replies show (not
+    often: digits and symbols count against Gopher's alpha-word ratio)."""
+    if rng.random() < 0.85:
+        return f"{problem.question} The answer is {problem.answer}."
+    step = f"{problem.a} {SYMBOLS[problem.op]} {problem.b} = {problem.answer}"
+    return f"{problem.question} {step}, so the answer is {problem.answer}."
+
+
+def write_worksheet(rng: random.Random, held: HeldOut) -> Doc:
+    """A maths sheet of solved sums and word problems, all from the training share (``held``)."""
+    sums = [sum_sentence(rng, held) for _ in range(8)]
+    problems = [solved_problem(p, rng) for p in world.draw_problems(rng, 4, held, heldout=False)]
+    # eight of the tips: prose enough that the digits and symbols stay well inside Gopher's
+    # alpha-word ratio
+    intros, tips = pick(rng, WORKSHEET_INTROS, 3), pick(rng, WORKSHEET_TIPS, 8)
     paragraphs = [
-        intros[:2],
+        [*intros[:2], tips[5]],
         ["Let us start with some quick sums.", *sums[:4], tips[0]],
-        ["Here are a few more sums to try.", *sums[4:], tips[1]],
+        ["Here are a few more sums to try.", *sums[4:], tips[1], tips[6]],
         ["Now try these short word problems.", *problems, tips[2], tips[3]],
-        [tips[4], intros[2], "Well done for finishing the whole sheet!"],
+        [tips[4], tips[7], intros[2], "Well done for finishing the whole sheet!"],
     ]
     title = f"{rng.choice(('Maths practice', 'Number practice', 'Sums for beginners'))}, sheet {rng.randint(1, 400)}"
     return Doc(title, tuple(" ".join(p) for p in paragraphs), "arithmetic")

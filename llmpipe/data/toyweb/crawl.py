@@ -16,6 +16,7 @@ from llmpipe.data.toyweb.articles import (
     write_recipe,
     write_spam,
     write_story,
+    write_worksheet,
 )
 from llmpipe.data.toyweb.chrome import (
     AGGREGATORS,
@@ -40,6 +41,7 @@ from llmpipe.data.toyweb.defects import (
 )
 from llmpipe.data.toyweb.pages import Page, Site
 from llmpipe.tasks import world
+from llmpipe.tasks.heldout import HeldOut
 
 
 def counts_for(articles: int) -> dict[str, int]:
@@ -59,8 +61,9 @@ def deal(rng: random.Random, items: tuple) -> Iterator:
         yield from rng.sample(items, len(items))
 
 
-def make_articles(rng: random.Random, n: int) -> list[Page]:
-    """``n`` clean articles; the first few carry the planted charset and text oddities."""
+def make_articles(rng: random.Random, n: int, held: HeldOut) -> list[Page]:
+    """``n`` clean articles; the first few carry the planted charset and text oddities.
+    Worksheets state only facts of the training share (``held``)."""
     genres, weights = list(GENRE_WEIGHTS), list(GENRE_WEIGHTS.values())
     decks = {genre: deal(rng, items) for genre, items in SUBJECTS.items()}
     accented = [d for d in world.DISHES if not d.name.isascii()]
@@ -70,6 +73,8 @@ def make_articles(rng: random.Random, n: int) -> list[Page]:
         genre = rng.choices(genres, weights)[0]
         if special in CHARSET_SPECIALS:  # a recipe with non-ASCII words, so the charset matters
             doc = write_recipe(rng, accented[i % len(accented)])
+        elif genre == "arithmetic":
+            doc = write_worksheet(rng, held)
         elif genre in decks:
             doc = WRITERS[genre](rng, next(decks[genre]))
         else:
@@ -131,11 +136,11 @@ def make_others(rng: random.Random, articles: list[Page], counts: dict[str, int]
     return pages
 
 
-def build_crawl(seed: int, articles: int, files: int) -> list[list[Page]]:
+def build_crawl(seed: int, articles: int, files: int, held: HeldOut) -> list[list[Page]]:
     """Every page, shuffled into ``files`` lists; the last page of the first list is the one
     whose record gets cut off (an extra article, so no other kind loses a page)."""
     rng = random.Random(f"toyweb:{seed}")
-    clean = make_articles(rng, articles)
+    clean = make_articles(rng, articles, held)
     pages = clean + make_others(rng, clean, counts_for(articles))
     rng.shuffle(pages)
     crawl = [pages[i::files] for i in range(files)]

@@ -12,6 +12,7 @@ from llmpipe.data.toyweb.pages import Page
 from llmpipe.data.toyweb.warc import write_warc
 from llmpipe.io import write_documents
 from llmpipe.stats import StageStats
+from llmpipe.tasks.heldout import HeldOut
 
 TRUTH = pa.schema([
     ("id", pa.string()),  # WARC-Record-ID without <urn:uuid: and >, as ingest names documents
@@ -48,9 +49,10 @@ def truth_row(page: Page, record_id: str, warc_file: str) -> dict:
 
 
 def generate(seed: int, articles: int, warc_paths: list[str], truth_path: str,
-             stats: StageStats) -> list[dict]:
-    """Write the crawl and its truth table; count pages by kind in ``stats``."""
-    crawl = build_crawl(seed, articles, len(warc_paths))
+             stats: StageStats, held: HeldOut) -> list[dict]:
+    """Write the crawl and its truth table; count pages by kind in ``stats``. No page states a
+    held-out arithmetic fact of ``held``."""
+    crawl = build_crawl(seed, articles, len(warc_paths), held)
     ids = random.Random(f"toyweb-ids:{seed}")
     rows = []
     for path, pages in zip(warc_paths, crawl):
