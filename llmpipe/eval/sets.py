@@ -40,19 +40,19 @@ def arithmetic_problems(n: int, shots: int, max_operand: int, seed: int, held: H
     """Few-shot prompts "What is 3 plus 4? 7" (shots solved lines, then the question) as
     evaluation items: the solved shots are training facts, the question a fact of the requested
     side of the world's held-out split (``held``)."""
+    from llmpipe.tasks.world import apply, operand_pools
+
     rng = random.Random(f"{seed}/{'held_out' if heldout else 'in_distribution'}")
-    operands = {op: [(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1) if op == "add" or a >= b]
-                for op in ("add", "sub")}
-    pools = {side: {op: [ab for ab in pairs if held.arithmetic(op, *ab) == side] for op, pairs in operands.items()}
-             for side in (False, True)}
+    operands = {"add": [(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1)],
+                "sub": [(a, b) for a in range(max_operand + 1) for b in range(a + 1)]}
+    pools = {side: operand_pools(operands, held, side) for side in (False, True)}
 
     def problem(side: bool) -> tuple[str, int, str]:
-        ops = [op for op, pairs in pools[side].items() if pairs]
-        if not ops:
+        if not pools[side]:
             raise ValueError(f"no few-shot arithmetic fact with operands 0..{max_operand} is held_out={side}")
-        op = rng.choice(ops)
+        op = rng.choice(list(pools[side]))
         a, b = rng.choice(pools[side][op])
-        return f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?", a + b if op == "add" else a - b, op
+        return f"What is {a} {'plus' if op == 'add' else 'minus'} {b}?", apply(op, a, b), op
 
     items = []
     for _ in range(n):

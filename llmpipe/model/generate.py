@@ -56,12 +56,16 @@ def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
 
 def distinct_prompts(prompts: list[list[int]]) -> tuple[list[int], list[int]]:
     """Indices of each distinct prompt's first occurrence, and each prompt's distinct index."""
-    first: dict[tuple[int, ...], int] = {}
-    inverse = [first.setdefault(tuple(p), len(first)) for p in prompts]
-    firsts: dict[int, int] = {}
-    for row, u in enumerate(inverse):
-        firsts.setdefault(u, row)
-    return list(firsts.values()), inverse
+    index: dict[tuple[int, ...], int] = {}
+    firsts: list[int] = []
+    inverse: list[int] = []
+    for row, prompt in enumerate(prompts):
+        key = tuple(prompt)
+        if key not in index:
+            index[key] = len(firsts)
+            firsts.append(row)
+        inverse.append(index[key])
+    return firsts, inverse
 
 
 COMPACT_FRACTION = 0.25  # drop finished rows once this share of the live ones has finished

@@ -59,10 +59,11 @@ def unique_facts(
     """``unique_problems`` with each problem's operation and operands."""
     out: list[world.Problem] = []
     seen = set(exclude)
+    pools = world.problem_pools(held, heldout)
     for _ in range(1000 * max(n, 1)):
         if len(out) == n:
             return out
-        (problem,) = world.draw_problems(rng, 1, held, heldout)
+        problem = world.draw_problem(rng, pools)
         if problem.question not in seen:
             seen.add(problem.question)
             out.append(problem)

@@ -442,19 +442,28 @@ def problem_text(rng: random.Random, op: str, a: int, b: int) -> str:
     return f"{name} has {a} bags with {b} {thing} in each bag. How many {thing} does {name} have in all?"
 
 
-def draw_problems(rng: random.Random, n: int, held: HeldOut | None = None, heldout: bool = False) -> list[Problem]:
-    """``n`` one-step word problems (addition, subtraction, multiplication), operation first,
-    then an operand pair on the requested side of the held-out split (any, if ``held`` is None)."""
+def problem_pools(held: HeldOut | None = None, heldout: bool = False) -> dict[str, list[tuple[int, int]]]:
+    """The word problems' operand pairs of each operation on one side of the held-out split
+    (``operand_pools`` over PROBLEM_OPERANDS): computed once per draw loop, since deciding a
+    pair's side hashes it."""
     pools = operand_pools(PROBLEM_OPERANDS, held, heldout)
     if not pools:
         raise ValueError("no arithmetic fact on this side of the held-out split")
-    ops = sorted(pools)
-    problems = []
-    for _ in range(n):
-        op = rng.choice(ops)
-        a, b = rng.choice(pools[op])
-        problems.append(Problem(problem_text(rng, op, a, b), apply(op, a, b), op, a, b))
-    return problems
+    return pools
+
+
+def draw_problem(rng: random.Random, pools: dict[str, list[tuple[int, int]]]) -> Problem:
+    """One one-step word problem: an operation first, then one of its operand pairs in ``pools``."""
+    op = rng.choice(sorted(pools))
+    a, b = rng.choice(pools[op])
+    return Problem(problem_text(rng, op, a, b), apply(op, a, b), op, a, b)
+
+
+def draw_problems(rng: random.Random, n: int, held: HeldOut | None = None, heldout: bool = False) -> list[Problem]:
+    """``n`` one-step word problems (addition, subtraction, multiplication) on the requested side
+    of the held-out split (any, if ``held`` is None)."""
+    pools = problem_pools(held, heldout)
+    return [draw_problem(rng, pools) for _ in range(n)]
 
 
 def arithmetic_problems(
