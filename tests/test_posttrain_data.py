@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -68,11 +69,29 @@ def test_answers_are_checkable_sentences_and_worked_steps(generated):
     assert extra["sft_train_kinds"]["system"] > 0 and extra["sft_train_kinds"]["multi_turn"] > 0
     worked = [m["content"] for c in conversations for m in c["messages"]
               if m["role"] == "assistant" and arithmetic.ANSWER_PREFIX in m["content"]]
-    assert worked and all(w.splitlines()[-1].startswith("The answer is ") and " = " in w for w in worked)
+    assert worked and all(w.splitlines()[-1].startswith("The answer is ") for w in worked)
+    for w in worked:  # a count whose last value is the answer, and no equation stated anywhere
+        count, _, final = w.splitlines()
+        assert count.startswith("Count ") and count.rsplit(": ", 1)[1].rsplit(", ", 1)[-1].split(" is ")[0] \
+            == final.removeprefix("The answer is ").rstrip(".")
+        assert arithmetic.stated_facts(w) == set() and " = " not in w
     for r in files["rl_train"][:50]:
         question, answer = r["prompt"], int(r["answer"])
         assert arithmetic.worked_solution(question, answer).endswith(f"The answer is {answer}.")
     assert facts.answer_sentence(facts.Fact("capital", "Kenya", "Nairobi")) == "The capital of Kenya is Nairobi."
+
+
+def test_a_count_works_the_problem_out_step_by_step():
+    assert arithmetic.count_line("add", 3, 4) == "Count on 4 from 3: 4 is 1, 5 is 2, 6 is 3, 7 is 4."
+    assert arithmetic.count_line("sub", 9, 3) == "Count back 3 from 9: 8 is 1, 7 is 2, 6 is 3."
+    assert arithmetic.count_line("mul", 3, 5) == "Count 3 bags of 5: 5 is 1, 10 is 2, 15 is 3."
+    rng = random.Random(0)
+    for op, pairs in world.PROBLEM_OPERANDS.items():
+        for a, b in pairs:
+            question = world.problem_text(rng, op, a, b)
+            reply = arithmetic.worked_solution(question, world.apply(op, a, b))
+            last = reply.splitlines()[0].rstrip(".").rsplit(", ", 1)[-1].split(": ")[-1]
+            assert last.split(" is ")[0] == str(world.apply(op, a, b)), (question, reply)
 
 
 def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):

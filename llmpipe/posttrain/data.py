@@ -149,11 +149,11 @@ def arithmetic_pair(problem: tuple[str, int], rng: random.Random, terse_fraction
 
 
 def _wrong_worked(problem: str, answer: int, wrong: int) -> str:
-    """The worked reply with the result replaced by ``wrong``: the step is shown, confidently wrong."""
-    step, _ = worked_solution(problem, answer).split("\n")
-    head, tail = step.split(" = ", 1)
-    tail = re.sub(rf"\b{answer}\b", str(wrong), tail)
-    return f"{head} = {tail}\n{final_line(wrong)}"
+    """The worked reply whose closing sentence and final line misread the count's result as
+    ``wrong``: the count is shown, and its answer confidently not taken from it."""
+    count, closing, _ = worked_solution(problem, answer).split("\n")
+    closing = re.sub(rf"\b{answer}\b", str(wrong), closing)
+    return f"{count}\n{closing}\n{final_line(wrong)}"
 
 
 def preference_pairs(

@@ -11,12 +11,12 @@ import re
 from llmpipe.tasks import world
 from llmpipe.tasks.heldout import HeldOut, arithmetic_fact
 
+# (question pattern, its groups as (name, a, thing, b) or (name, a, b, thing), the operation,
+# the closing sentence)
 _FORMS = (
-    (re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more\."), "{a} + {b} = {n}, so {name} has {n} {thing} now."),
-    (re.compile(r"^(\w+) has (\d+) (\w+) and gives (\d+) of them away\."),
-     "{a} - {b} = {n}, so {name} has {n} {thing} left."),
-    (re.compile(r"^(\w+) has (\d+) bags with (\d+) (\w+) in each bag\."),
-     "{a} * {b} = {n}, so {name} has {n} {thing} in all."),
+    (re.compile(r"^(\w+) has (\d+) (\w+) and gets (\d+) more\."), "add", "So {name} has {n} {thing} now."),
+    (re.compile(r"^(\w+) has (\d+) (\w+) and gives (\d+) of them away\."), "sub", "So {name} has {n} {thing} left."),
+    (re.compile(r"^(\w+) has (\d+) bags with (\d+) (\w+) in each bag\."), "mul", "So {name} has {n} {thing} in all."),
 )
 
 
@@ -28,17 +28,45 @@ def final_line(answer: int | str) -> str:
     return f"{ANSWER_PREFIX}{answer}."
 
 
+def count_line(op: str, a: int, b: int) -> str:
+    """The count that works ``a op b`` out one step at a time, each value with its step number:
+    "Count on 3 from 7: 8 is 1, 9 is 2, 10 is 3." (a − b counts back, a bags of b count in b's).
+
+    Why a count and not the result: a reply that states "7 + 3 = 10" can only be recalled, so
+    the tiny default model answered the training facts and guessed at the held-out ones (chat
+    arithmetic after SFT: 0.55 in-distribution, 0.03 held out). A count is built of steps
+    (the next number, the next step number) that every other count also takes, so an unseen
+    pair is worked out rather than remembered. It never states an equation ("a op b = n"), so
+    ``stated_facts`` finds none in it; a longer count from the same start does pass through a
+    held-out sum as one of its steps (3 + 8's count passes "10 is 7"), which the README states.
+    """
+    if op == "add":
+        steps = [(a + i, i) for i in range(1, b + 1)]
+        head = f"Count on {b} from {a}"
+    elif op == "sub":
+        steps = [(a - i, i) for i in range(1, b + 1)]
+        head = f"Count back {b} from {a}"
+    elif op == "mul":
+        steps = [(b * i, i) for i in range(1, a + 1)]
+        head = f"Count {a} bags of {b}"
+    else:
+        raise ValueError(f"unknown operation {op!r}")
+    return head + ": " + ", ".join(f"{value} is {i}" for value, i in steps) + "."
+
+
 def worked_solution(problem: str, answer: int) -> str:
-    """The worked reply to a ``world.arithmetic_problems`` question: the step, then the final line."""
-    for pattern, step in _FORMS:
+    """The worked reply to a ``world.arithmetic_problems`` question: the count, the sentence
+    that reads its last value off as the answer, then the final line."""
+    for pattern, op, closing in _FORMS:
         m = pattern.match(problem)
         if m is None:
             continue
-        if "bags" in pattern.pattern:
+        if op == "mul":
             name, a, b, thing = m.groups()
         else:
             name, a, thing, b = m.groups()
-        return step.format(a=a, b=b, n=answer, name=name, thing=thing) + "\n" + final_line(answer)
+        return "\n".join([count_line(op, int(a), int(b)), closing.format(n=answer, name=name, thing=thing),
+                          final_line(answer)])
     raise ValueError(f"not a world.arithmetic_problems question: {problem!r}")
 
 
