@@ -13,7 +13,7 @@ from llmpipe.model.directory import load_model
 from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs, token_logprobs
 from tests.conftest import WORLD, write_jsonl_lines
 
 
@@ -56,6 +56,25 @@ def test_one_step_raises_chosen_relative_to_rejected(tiny_model):
     optimizer.step()
     after = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
     assert (after[0] - after[1]) > (ref[0] - ref[1])
+
+
+def test_completion_logprobs_equal_those_of_the_full_logits(tiny_model):
+    """``token_logprobs`` projects only completion positions; log-probs, entropies and
+    gradients must be those of the full [B, T, V] logits."""
+    torch.manual_seed(0)
+    model = tiny_model(vocab_size=32, context_length=16, n_embd=16)
+    batch = pair_batch([([1, 2, 3], [4, 5]), ([6], [7, 8, 9, 10]), ([11, 12], [13])], pad_id=0)
+    logp, entropy = token_logprobs(model, batch, temperature=0.7, with_entropy=True)
+    logp.sum().backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = model(batch.inputs)[0].float() / 0.7
+    full = logits.log_softmax(-1)
+    expected = full.gather(-1, batch.targets.clamp(min=0)[..., None])[..., 0] * batch.mask
+    expected.sum().backward()
+    assert torch.allclose(logp, expected, atol=1e-6) and (logp[~batch.mask] == 0).all()
+    assert torch.allclose(entropy, -(full.exp() * full).sum(-1).detach() * batch.mask, atol=1e-6)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(fast, model.parameters()))
 
 
 def test_reference_scores_only_the_pairs_training_uses(tiny_model):

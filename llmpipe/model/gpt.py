@@ -273,6 +273,24 @@ class GPT(nn.Module):
         FlexAttention for the document mask (default: on CUDA without a cache; torch 2.13 has
         no FlexAttention backward on CPU, so CPU training keeps the dense mask).
         """
+        logits = self.lm_head(self.hidden(idx, segments, cache, flex))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+            ignore_index=-1, reduction=reduction,
+        )
+        return logits, loss
+
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        segments: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        flex: bool | None = None,
+    ) -> torch.Tensor:
+        """The final normed hidden states [B, T, C] that ``lm_head`` maps to logits (``forward``'s
+        arguments): a caller that needs logits at a few positions projects only those."""
         B, T = idx.shape
         pos = cache.pos if cache is not None else 0
         if pos + T > self.config.context_length:
@@ -294,14 +312,7 @@ class GPT(nn.Module):
             x = block(x, cos, sin, mask, cache, block_mask)
         if cache is not None:
             cache.pos += T
-        logits = self.lm_head(self.norm(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-            ignore_index=-1, reduction=reduction,
-        )
-        return logits, loss
+        return self.norm(x)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
