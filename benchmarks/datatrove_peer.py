@@ -1,11 +1,13 @@
 """llmpipe's data rules against datatrove's FineWeb-style pipeline, on the same WARC files.
 
-datatrove:  WarcReader -> URLFilter -> Trafilatura(favour_precision=True) -> GopherRepetitionFilter
+datatrove:  WarcReader* -> URLFilter -> Trafilatura(favour_precision=True) -> GopherRepetitionFilter
             -> GopherQualityFilter -> C4QualityFilter(filter_no_terminal_punct=False)
             -> FineWebQualityFilter -> ParquetWriter, LocalPipelineExecutor, one task per file, 2 workers
 llmpipe:    ingest -> url_filter -> extract -> quality, a real Snakemake run with --cores 2, the same
             filters (quality.c4.filter_no_terminal_punct: false)
 
+*datatrove's WarcReader, wrapped to end a file at a clipped record or broken gzip member (counted):
+stock, the toy web's one clipped final record raises in its task and the executor stops the run.
 Language identification and PII masking are off on both (datatrove's language model downloads at
 run time). Inputs: a toy web (``--toyweb-files`` files written by the toyweb stage) and the bench
 corpus's real pages wrapped as crawlers store them (benchmarks/real_pages.py), when the corpus is
@@ -22,6 +24,7 @@ tokenizer needs, no model download). This file is also the driver that venv's Py
 
     python benchmarks/datatrove_peer.py                              # toy web (7 files) + real pages
     python benchmarks/datatrove_peer.py --toyweb-articles 33000      # the issue's 43,750 records
+    python benchmarks/datatrove_peer.py --backends trafilatura resiliparse   # llmpipe with each extractor
 """
 from __future__ import annotations
 
@@ -109,13 +112,26 @@ def datatrove_child(args) -> int:
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import ParquetWriter
 
+    class TolerantWarcReader(WarcReader):
+        """WarcReader that ends a file at a broken gzip member or clipped record (counted as
+        ``broken_file_tail``) instead of raising: stock, one clipped final record (the toy web
+        plants one) raises EOFError in its task, and LocalPipelineExecutor then stops the whole
+        run with the other files unread. What a user would wrap it in to get through a crawl."""
+
+        def read_file(self, filepath: str):
+            try:
+                yield from super().read_file(filepath)
+            except (EOFError, OSError, ValueError) as error:
+                self.stat_update("broken_file_tail")
+                print(f"{filepath}: {type(error).__name__}: {error}; rest of the file skipped", file=sys.stderr)
+
     files = sorted(glob.glob(os.path.join(args.input, args.glob)))
     out = Path(args.output)
     probes = out / "peaks"
     probes.mkdir(parents=True, exist_ok=True)
     executor = LocalPipelineExecutor(
         pipeline=[
-            WarcReader(args.input, glob_pattern=args.glob),
+            TolerantWarcReader(args.input, glob_pattern=args.glob),
             URLFilter(),
             Trafilatura(favour_precision=True, timeout=args.extract_timeout),
             GopherRepetitionFilter(),
@@ -170,12 +186,21 @@ def llmpipe_versions() -> dict[str, str]:
 def run_datatrove(python: Path, warc_dir: Path, out: Path, env: dict, timeout: float) -> dict:
     cmd = [str(python), str(Path(__file__).resolve()), "--datatrove-child", "--input", str(warc_dir),
            "--glob", "*.warc.gz", "--output", str(out), "--workers", str(WORKERS), "--extract-timeout", str(timeout)]
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "driver.log"
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # output to a file, not pipes: datatrove's forkserver processes outlive the driver and would
+    # hold captured pipes open (run() then never returns); they are killed with the session
+    with open(log, "w") as fh:
+        child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        returncode = child.wait()
     wall = time.perf_counter() - start
-    (out / "driver.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"datatrove failed ({done.returncode}); see {out / 'driver.log'}:\n{done.stderr[-4000:]}")
+    try:
+        os.killpg(child.pid, 9)
+    except ProcessLookupError:
+        pass
+    if returncode != 0:
+        raise SystemExit(f"datatrove failed ({returncode}); see {log}:\n{log.read_text()[-4000:]}")
     import pyarrow.parquet as pq
 
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in glob.glob(str(out / "docs" / "*.parquet")))
@@ -190,12 +215,13 @@ def run_datatrove(python: Path, warc_dir: Path, out: Path, env: dict, timeout: f
             "steps": {s["name"]: s["stats"] for s in stats}}
 
 
-def run_llmpipe(warcs: list[Path], workdir: Path, config_path: Path, env: dict) -> dict:
+def run_llmpipe(warcs: list[Path], workdir: Path, config_path: Path, env: dict, backend: str) -> dict:
     from real_pages import config_with, run_dag
 
     from llmpipe import layout
 
-    config = config_with(config_path, "results", input={"source": "warc", "warc": [str(p) for p in warcs]})
+    config = config_with(config_path, "results", input={"source": "warc", "warc": [str(p) for p in warcs]},
+                         extract={"backend": backend})
     config["quality"] = {**config["quality"], "languages": [], "pii": {**config["quality"]["pii"], "enabled": False},
                          "c4": {**config["quality"]["c4"], "filter_no_terminal_punct": False}}
     shards = [p.name.removesuffix(".gz").removesuffix(".warc") for p in warcs]
@@ -218,44 +244,50 @@ def run_llmpipe(warcs: list[Path], workdir: Path, config_path: Path, env: dict) 
                                           default=float("nan"))}
 
 
-def toyweb(directory: Path, files: int, articles: int, seed: int) -> list[Path]:
+def toyweb(directory: Path, files: int, articles: int, seed: int, config_path: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     warcs = [directory / f"toyweb-{i:03d}.warc.gz" for i in range(files)]
     params = json.dumps({"seed": seed, "files": files, "articles": articles})
     subprocess.run([sys.executable, "-m", "llmpipe.cli", "toyweb", "--params", params, "--warc", *map(str, warcs),
+                    "--config", str(config_path),  # its world section (the held-out share)
                     "--truth", str(directory.parent / "truth.parquet"),
                     "--stats", str(directory.parent / "toyweb.json")], check=True)
     return warcs
 
 
 def compare(name: str, warcs: list[Path], root: Path, python: Path, config_path: Path, env: dict,
-            timeout: float) -> dict:
+            timeout: float, backends: list[str]) -> dict:
+    """One datatrove run against one llmpipe run per extraction backend, on the same files."""
     size = sum(p.stat().st_size for p in warcs) / 2**20
     print(f"\n{name}: {len(warcs)} files, {size:,.1f} MiB", flush=True)
-    ours = run_llmpipe(warcs, root / "llmpipe", config_path, env)
-    print(f"  llmpipe done in {ours['wall_s']:.0f} s", flush=True)
+    ours = {}
+    for backend in backends:
+        ours[backend] = run_llmpipe(warcs, root / f"llmpipe-{backend}", config_path, env, backend)
+        print(f"  llmpipe ({backend}) done in {ours[backend]['wall_s']:.0f} s", flush=True)
     theirs = run_datatrove(python, warcs[0].parent, root / "datatrove", env, timeout)
     print(f"  datatrove done in {theirs['wall_s']:.0f} s", flush=True)
-    n = ours["read"]  # the same denominator for both: response records in the files
-    rows = [("wall s", theirs["wall_s"], ours["wall_s"]),
-            ("docs/s", n / theirs["wall_s"], n / ours["wall_s"]),
-            ("peak RSS/job MiB", theirs["peak_job_mib"], ours["peak_job_mib"]),
-            ("documents kept", theirs["kept"], ours["kept"])]
-    print(f"  {'':<22}{'datatrove':>12}{'llmpipe':>12}{'ratio':>9}   ({n:,} response records;"
-          f" datatrove's reader read {theirs['read']})")
-    for label, a, b in rows:
-        print(f"  {label:<22}{a:>12,.1f}{b:>12,.1f}{b / a if a else float('nan'):>8.2f}x")
+    speedups = {}
+    for backend, mine in ours.items():
+        n = mine["read"]  # the same denominator for both: response records in the files
+        rows = [("wall s", theirs["wall_s"], mine["wall_s"]),
+                ("docs/s", n / theirs["wall_s"], n / mine["wall_s"]),
+                ("peak RSS/job MiB", theirs["peak_job_mib"], mine["peak_job_mib"]),
+                ("documents kept", theirs["kept"], mine["kept"])]
+        print(f"  {'llmpipe: ' + backend:<22}{'datatrove':>12}{'llmpipe':>12}{'ratio':>9}   ({n:,} response records;"
+              f" datatrove's reader read {theirs['read']})")
+        for label, a, b in rows:
+            print(f"  {label:<22}{a:>12,.1f}{b:>12,.1f}{b / a if a else float('nan'):>8.2f}x")
+        speedups[backend] = speed = theirs["wall_s"] / mine["wall_s"]
+        goal = speed >= 4 and mine["peak_job_mib"] <= theirs["peak_job_mib"]
+        print(f"  goal >= 4x docs/s at <= datatrove's peak RSS ({backend}): {'met' if goal else 'NOT met'}"
+              f" ({speed:.2f}x); Snakemake's benchmark max_rss says {mine['peak_job_mib_snakemake']:,.0f} MiB")
     print(f"  (datatrove's peak is its workers'; their forked extraction sandbox peaks at"
-          f" {theirs['peak_sandbox_mib']:,.0f} MiB, pages shared; llmpipe's is the stages' own peak_rss_mb,"
-          f" Snakemake's benchmark max_rss says {ours['peak_job_mib_snakemake']:,.0f} MiB)")
+          f" {theirs['peak_sandbox_mib']:,.0f} MiB, pages shared; llmpipe's is the stages' own peak_rss_mb)")
     for step, stats in theirs["steps"].items():
         counts = {k: v for k, v in stats.items() if isinstance(v, int) and k not in ("total", "forwarded")}
         if counts:
             print(f"  datatrove {step}: {counts}")
-    speed = (n / ours["wall_s"]) / (n / theirs["wall_s"])
-    goal = speed >= 4 and ours["peak_job_mib"] <= theirs["peak_job_mib"]
-    print(f"  goal >= 4x docs/s at <= datatrove's peak RSS: {'met' if goal else 'NOT met'} ({speed:.2f}x)")
-    return {"datatrove": theirs, "llmpipe": ours, "speedup": speed}
+    return {"datatrove": theirs, "llmpipe": ours, "speedup": speedups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-files", type=int, default=4)
     parser.add_argument("--skip", choices=["toyweb", "real"], action="append", default=[])
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml", help="llmpipe's stage settings")
+    parser.add_argument("--backends", nargs="+", choices=["trafilatura", "resiliparse"],
+                        help="llmpipe's extraction backends, one llmpipe run each (default: the config's)")
     parser.add_argument("--workdir", type=Path, help="keep inputs and outputs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if args.datatrove_child:
@@ -286,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_venv(args.venv)
     import yaml
 
-    timeout = args.extract_timeout or float(yaml.safe_load(args.config.read_text())["extract"]["timeout_seconds"])
+    extract_config = yaml.safe_load(args.config.read_text())["extract"]
+    timeout = args.extract_timeout or float(extract_config["timeout_seconds"])
+    backends = args.backends or [extract_config["backend"]]
     versions = {**{f"datatrove venv {k}": v for k, v in venv_versions(python).items()},
                 **{f"llmpipe env {k}": v for k, v in llmpipe_versions().items()}}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -295,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="datatrove_peer."))
     try:
         if "toyweb" not in args.skip:
-            warcs = toyweb(workdir / "toy" / "warcs", args.toyweb_files, args.toyweb_articles, args.seed)
+            warcs = toyweb(workdir / "toy" / "warcs", args.toyweb_files, args.toyweb_articles, args.seed, args.config)
             compare(f"toy web ({args.toyweb_articles:,} articles)", warcs, workdir / "toy", python, args.config, env,
-                    timeout)
+                    timeout, backends)
         if "real" not in args.skip:
             from real_pages import CORPUS_CANDIDATES, build_real_crawl
 
@@ -309,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 warcs, _ = build_real_crawl(corpus, workdir / "real" / "warcs", args.real_files, None, args.seed)
                 compare("real pages (Python + PostgreSQL manuals)", warcs, workdir / "real", python, args.config, env,
-                        timeout)
+                        timeout, backends)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
