@@ -308,12 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-files", type=int, default=4)
     parser.add_argument("--skip", choices=["toyweb", "real"], action="append", default=[])
     parser.add_argument("--config", type=Path, default=REPO / "config.yaml", help="llmpipe's stage settings")
-    parser.add_argument("--backends", nargs="+", choices=["trafilatura", "resiliparse"],
-                        help="llmpipe's extraction backends, one llmpipe run each (default: the config's)")
+    parser.add_argument("--backends", nargs="+", metavar="BACKEND",
+                        help="llmpipe's extraction backends (llmpipe.data.extract.BACKENDS), one llmpipe run each"
+                        " (default: the config's)")
     parser.add_argument("--workdir", type=Path, help="keep inputs and outputs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if args.datatrove_child:
         return datatrove_child(args)
+    from llmpipe.data.extract import BACKENDS  # the parent only: the datatrove venv has no llmpipe
+
+    if unknown := sorted(set(args.backends or ()) - set(BACKENDS)):
+        parser.error(f"--backends: unknown {unknown}; use some of {sorted(BACKENDS)}")
 
     env = {**os.environ, **THREADS}
     os.environ.update(THREADS)
