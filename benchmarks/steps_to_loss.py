@@ -30,6 +30,10 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "muon_qk_lr04": ({"optimizer": "muon", "muon_lr": 0.04}, {"qk_norm": True}),
     "muon_qk_lr01": ({"optimizer": "muon", "muon_lr": 0.01}, {"qk_norm": True}),
     "adamw_qk": ({}, {"qk_norm": True}),
+    # bf16 autocast (fp32 weights and optimizer state): the same recipe at a CPU's native bf16 speed
+    "adamw_bf16": ({"dtype": "bfloat16"}, {}),
+    "adamw_fp32": ({"dtype": "float32"}, {}),
+    "muon_qk_bf16": ({"optimizer": "muon", "dtype": "bfloat16"}, {"qk_norm": True}),
 }
 
 

@@ -135,3 +135,29 @@ def test_qk_norm_normalises_each_heads_query_and_key_before_rope():
     plain = small_model(n_kv_head=2)
     assert not hasattr(plain.layers[0].self_attn, "q_norm")
     assert len(list(model.parameters())) == len(list(plain.parameters())) + 2 * 2
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_autocast_only_where_the_cpu_multiplies_bf16_natively(monkeypatch, native):
+    from llmpipe.model import device
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    cpu = torch.device("cpu")
+    assert device.pick_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert device.pick_dtype("float32", cpu) == torch.float32  # an explicit choice is kept
+    assert device.pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert device.pick_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert device.pick_dtype("auto", torch.device("mps")) == torch.float32
+
+
+def test_bf16_autocast_loss_is_close_to_fp32_and_its_gradients_are_fp32():
+    torch.manual_seed(0)
+    model = make_tiny_model()
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    _, loss32 = model(idx, targets=idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss16 = model(idx, targets=idx)
+    loss16.backward()
+    assert abs(float(loss16) - float(loss32)) < 0.02 * float(loss32)
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)

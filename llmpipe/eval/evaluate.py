@@ -272,6 +272,7 @@ def run(args: argparse.Namespace, stage: str) -> int:
         "chat_ends_properly": metrics["chat"]["facts_held_out"].get("ends_properly"),
         "memorisation_rate": metrics.get("memorisation", {}).get("rate"),
         "memorisation_longest_span": metrics.get("memorisation", {}).get("longest_span"),
+        "device": str(runtime.device), "dtype": str(runtime.dtype).removeprefix("torch."),
     })
     stats.write(args.stats)
     return 0
