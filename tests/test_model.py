@@ -161,3 +161,22 @@ def test_bf16_autocast_loss_is_close_to_fp32_and_its_gradients_are_fp32():
     loss16.backward()
     assert abs(float(loss16) - float(loss32)) < 0.02 * float(loss32)
     assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+
+
+def test_attention_scores_stay_fp32_under_cpu_bf16_autocast(monkeypatch):
+    import llmpipe.model.gpt as gpt
+
+    seen = []
+    sdpa = gpt.F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", recording)
+    model = make_tiny_model()
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(idx, targets=idx)
+    model(idx, targets=idx)  # plain fp32
+    assert seen == [(torch.float32,) * 3 + (False,), (torch.float32,) * 3 + (False,)]
