@@ -151,16 +151,15 @@ def test_auto_precision_is_bf16_autocast_only_where_the_cpu_multiplies_bf16_nati
     assert device.pick_dtype("auto", torch.device("mps")) == torch.float32
 
 
-def test_bf16_autocast_loss_is_close_to_fp32_and_its_gradients_are_fp32():
+def test_bf16_autocast_loss_is_close_to_the_fp32_loss():
     torch.manual_seed(0)
     model = make_tiny_model()
     idx = torch.randint(0, model.config.vocab_size, (2, 16))
     _, loss32 = model(idx, targets=idx)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss16 = model(idx, targets=idx)
-    loss16.backward()
-    assert abs(float(loss16) - float(loss32)) < 0.02 * float(loss32)
-    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+    assert loss16.dtype == torch.float32  # the loss is taken on fp32 logits
+    assert float(loss16) != float(loss32) and abs(float(loss16) - float(loss32)) < 0.02 * float(loss32)
 
 
 def test_attention_scores_stay_fp32_under_cpu_bf16_autocast(monkeypatch):

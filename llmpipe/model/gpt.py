@@ -9,6 +9,7 @@ block mask built from the segment ids, so fully masked blocks are skipped and a 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -198,24 +199,19 @@ class Attention(nn.Module):
         if block_mask is not None:
             y = flex_attention(q, k, v, block_mask, self.n_kv_head != self.n_head)
             return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
-        if q.device.type == "cpu" and q.dtype != torch.float32:
-            # Under CPU bf16 autocast the scores stay fp32: bf16 attention left the default model's
-            # loss unchanged but cost it most of its held-out arithmetic after SFT (measured: fp32
-            # attention 0.65, bf16 0.29 and 0.12 over two seeds, all-fp32 0.46 and 0.48). At the
-            # CPU default's 256 positions the attention is a small share of the flops.
+        # Under CPU bf16 autocast the scores stay fp32: bf16 attention left the default model's loss
+        # unchanged but cost it most of its held-out arithmetic after SFT (measured: fp32 attention
+        # 0.65, bf16 0.29 and 0.12 over two seeds, all-fp32 0.46 and 0.48), and was no faster there.
+        cpu_low_precision = q.device.type == "cpu" and q.dtype != torch.float32
+        if cpu_low_precision:
             q, k, v = q.float(), k.float(), v.float()
-            with torch.autocast("cpu", enabled=False):
-                y = self._attend(q, k, v, mask)
-        else:
-            y = self._attend(q, k, v, mask)
+        with torch.autocast("cpu", enabled=False) if cpu_low_precision else contextlib.nullcontext():
+            # no mask: plain causal, which lets CUDA pick the flash kernel
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None,
+                enable_gqa=self.n_kv_head != self.n_head,
+            )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
-
-    def _attend(self, q, k, v, mask):
-        # no mask: plain causal, which lets CUDA pick the flash kernel
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )
 
 
 class MLP(nn.Module):
