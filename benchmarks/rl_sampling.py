@@ -94,7 +94,7 @@ def main() -> None:
             rl.generate_batched = functools.partial(engine_of_rl, **engine)
             try:
                 t0 = time.perf_counter()
-                metrics = rl.heldout_metrics(base, tokenizer, test, p)
+                metrics = rl.heldout_metrics(base, tokenizer, test, p, runtime)
                 evals[name] = (time.perf_counter() - t0, metrics)
             finally:
                 rl.generate_batched = engine_of_rl

@@ -13,7 +13,7 @@ from llmpipe.model.directory import load_model
 from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs, token_logprobs
+from llmpipe.train.logprobs import option_logprobs, pair_batch, sequence_logprobs, summed_logprobs, token_logprobs
 from tests.conftest import WORLD, write_jsonl_lines
 
 
@@ -56,6 +56,25 @@ def test_one_step_raises_chosen_relative_to_rejected(tiny_model):
     optimizer.step()
     after = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
     assert (after[0] - after[1]) > (ref[0] - ref[1])
+
+
+def test_option_scores_from_a_shared_prompt_equal_the_pairs_scores(tiny_model):
+    """Multiple-choice scoring runs each prompt once and its options from the cached prefix;
+    every score must be the (prompt, option) pair's, whatever the batching (prompts of different
+    lengths, options of one to three tokens, batches split by the row bound)."""
+    torch.manual_seed(0)
+    model = tiny_model(vocab_size=32, context_length=16, n_embd=16)
+    runtime = rt.start("cpu", "float32")
+    prompts = [[1, 2, 3, 4], [5], [6, 7]]
+    options = [[[8], [9, 10], [11, 12, 13]], [[14, 15]], [[16], [17], [18, 19, 20], [21]]]
+    pairs = [(p, o) for p, opts in zip(prompts, options) for o in opts]
+    expected = summed_logprobs(model, pairs, pad_id=0, batch_size=3, runtime=runtime)
+    for max_rows in (1, 4, 100):
+        got = torch.cat(option_logprobs(model, prompts, options, 0, max_rows, runtime))
+        assert torch.allclose(got, expected, atol=1e-5), (max_rows, got, expected)
+    assert [len(s) for s in option_logprobs(model, prompts, options, 0, 4, runtime)] == [3, 1, 4]
+    with pytest.raises(ValueError, match="non-empty"):
+        option_logprobs(model, [[1]], [[[]]], 0, 4, runtime)
 
 
 def test_completion_logprobs_equal_those_of_the_full_logits(tiny_model):

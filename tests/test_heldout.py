@@ -113,3 +113,19 @@ def test_no_training_file_of_an_end_to_end_run_states_a_heldout_fact(tiny_pipeli
     assert leaks({"split/train": train_docs, **posttrain}, held, TRAINING_FILES) == []
     test = [json.loads(line) for line in Path(layout.posttrain_file(results, "rl_test")).read_text().splitlines()]
     assert test and all(row["held_out"] for row in test)
+
+
+@pytest.mark.parametrize("heldout", [True, False])
+def test_evaluation_problems_ask_every_operand_pair_of_their_side_equally_often(heldout):
+    """Drawing the operation first gave the few held-out products a third of rl_test; each pair
+    of the side must be asked as often as any other (to within one), on its side only."""
+    from collections import Counter
+
+    pairs = [(op, a, b) for op, ab in world.problem_pools(HELD, heldout).items() for a, b in ab]
+    draw = arithmetic.rl_test_problems if heldout else arithmetic.in_distribution_problems
+    n = 2 * len(pairs) + 7
+    rows = draw(1234, n, HELD)
+    asked = Counter((r["kind"], *map(int, re.findall(r"\d+", r["prompt"])[:2])) for r in rows)
+    assert set(asked) == set(pairs) and max(asked.values()) - min(asked.values()) <= 1
+    assert len({r["prompt"] for r in rows}) == n and all(r["held_out"] is heldout for r in rows)
+    assert draw(1234, 10, HELD) == rows[:10]  # prefixes are stable

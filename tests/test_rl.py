@@ -121,8 +121,8 @@ def test_rl_raises_the_reward_on_a_tiny_seeded_problem_set(tmp_path, tiny_model_
           "--train", str(sft_train), "--heldout", str(sft_heldout), "--output", str(tmp_path / "sft"),
           "--stats", str(tmp_path / "sft.json")])
     train = write_jsonl_lines(tmp_path / "rl_train.jsonl", problems)
-    params = {"steps": 16, "prompts_per_step": 3, "group_size": 8, "max_new_tokens": 8, "eval_pass_k": 2,
-              "eval_every": 16, "lr": 3.0e-3, "kl_coef": 0.0, "format_weight": 0.0, "temperature": 1.0,
+    params = {"steps": 24, "prompts_per_step": 3, "group_size": 8, "max_new_tokens": 8, "eval_pass_k": 2,
+              "eval_every": 24, "lr": 3.0e-3, "kl_coef": 0.0, "format_weight": 0.0, "temperature": 1.0,
               "device": "cpu"}
     main(["rl", "--params", json.dumps(params), "--base", str(tmp_path / "sft"), "--train", str(train),
           "--test", str(train), "--output", str(tmp_path / "rl"), "--stats", str(tmp_path / "rl.json")])

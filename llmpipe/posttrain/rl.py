@@ -129,20 +129,22 @@ def correct(text: str, answer: Number) -> bool:
     return parse_final_answer(text) == answer
 
 
-def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict) -> dict:
+def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict, runtime: rt.Runtime) -> dict:
     """Greedy pass@1, and sampled pass@1 / pass@k from ``eval_pass_k`` samples at the sampling
-    temperature (a fixed seed, so every measurement of a run draws the same way)."""
+    temperature (a fixed seed, so every measurement of a run draws the same way), decoded in the
+    runtime's precision as ``evaluate`` decodes."""
     was_training = model.training
     model.eval()
     prompts = [pr.prompt for pr in problems]
     end = tokenizer.special_tokens[END]
-    greedy = sample(
-        model, tokenizer, prompts, Sampling(p["max_new_tokens"], 0.0, stop_ids=(end,)), p["eval_batch_size"]
-    )
     k = p["eval_pass_k"]
-    sampled = sample(model, tokenizer, [q for q in prompts for _ in range(k)],
-                     Sampling(p["max_new_tokens"], p["temperature"], stop_ids=(end,), seed=p["seed"]),
-                     p["eval_batch_size"])
+    with runtime.autocast():
+        greedy = sample(
+            model, tokenizer, prompts, Sampling(p["max_new_tokens"], 0.0, stop_ids=(end,)), p["eval_batch_size"]
+        )
+        sampled = sample(model, tokenizer, [q for q in prompts for _ in range(k)],
+                         Sampling(p["max_new_tokens"], p["temperature"], stop_ids=(end,), seed=p["seed"]),
+                         p["eval_batch_size"])
     model.train(was_training)
     hits = [sum(correct(r.text, pr.answer) for r in sampled[i * k : (i + 1) * k]) for i, pr in enumerate(problems)]
     greedy_hits = [correct(r.text, pr.answer) for r, pr in zip(greedy, problems)]
@@ -168,7 +170,9 @@ def rl_step(
     model.eval()
     end = tokenizer.special_tokens[END]
     sampling = Sampling(p["max_new_tokens"], T, stop_ids=(end,), seed=step_seed)
-    rollouts = sample(model, tokenizer, [pr.prompt for pr in problems for _ in range(G)], sampling, len(problems) * G)
+    prompts = [pr.prompt for pr in problems for _ in range(G)]
+    with runtime.autocast():
+        rollouts = sample(model, tokenizer, prompts, sampling, len(prompts))
     rewards = torch.tensor(
         [reward(r.text, problems[i // G].answer, p["format_weight"]) for i, r in enumerate(rollouts)]
     ).view(len(problems), G)
@@ -229,7 +233,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
                          f"{context} tokens with max_new_tokens={p['max_new_tokens']}")
 
     start_time = time.perf_counter()
-    start_eval = heldout_metrics(model, tokenizer, test, p)
+    start_eval = heldout_metrics(model, tokenizer, test, p, runtime)
     print(f"start: {json.dumps(public(start_eval))}", flush=True)
     optimizer = trainer.make_optimizer(model, p, runtime)
 
@@ -239,7 +243,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
 
     order = batch_order(len(problems), p["prompts_per_step"], p["steps"], p["seed"])
     history, last_eval = trainer.train_steps(
-        model, optimizer, p, order, step_fn, lambda: heldout_metrics(model, tokenizer, test, p),
+        model, optimizer, p, order, step_fn, lambda: heldout_metrics(model, tokenizer, test, p, runtime),
         "rl", {"reward": "reward", "acc": "accuracy"},
     )
     print(f"end: {json.dumps(public(last_eval))}", flush=True)

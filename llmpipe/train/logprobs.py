@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from llmpipe.model.gpt import GPT
+from llmpipe.model.generate import left_pad
+from llmpipe.model.gpt import GPT, KVCache
 from llmpipe.train.runtime import Runtime
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (prompt ids, completion ids)
@@ -97,3 +98,73 @@ def summed_logprobs(model: GPT, pairs: Sequence[Pair], pad_id: int, batch_size: 
             out.append(sequence_logprobs(model, batch.to(runtime.device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def option_logprobs(
+    model: GPT, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]], pad_id: int,
+    max_rows: int, runtime: Runtime,
+) -> list[torch.Tensor]:
+    """Summed log-probs of each prompt's options (``summed_logprobs`` of every (prompt, option)
+    pair, as one tensor per prompt, on the CPU), running each prompt once.
+
+    A multiple-choice probe scores its prompt with every answer of its kind (79 capitals): as
+    pairs, the prompt's tokens go through the model once per option, most of the work. Here a
+    batch of prompts is prefilled into a KV cache, each prompt's keys and values are copied to
+    one row per option, and only the options' tokens are run (right-padded: the model is causal,
+    so padding after an option cannot change its logits). ``max_rows`` bounds the option rows of
+    one batch. Equal to the pairs' scores up to float rounding (prompts are left-padded, and
+    RoPE is relative).
+    """
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    start = 0
+    while start < len(prompts):
+        stop, rows = start, 0
+        while stop < len(prompts) and (stop == start or rows + len(options[stop]) <= max_rows):
+            rows += len(options[stop])
+            stop += 1
+        out += _option_batch(model, prompts[start:stop], options[start:stop], pad_id, runtime)
+        start = stop
+    model.train(was_training)
+    return out
+
+
+def _option_batch(
+    model: GPT, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]], pad_id: int,
+    runtime: Runtime,
+) -> list[torch.Tensor]:
+    device = runtime.device
+    for i, (prompt, opts) in enumerate(zip(prompts, options)):
+        if not prompt or any(not o for o in opts):
+            raise ValueError(f"prompt {i}: the prompt and every option must be non-empty")
+    ids, segments = left_pad([list(p) for p in prompts], pad_id, device)
+    owner = [i for i, opts in enumerate(options) for _ in opts]
+    flat = [list(o) for opts in options for o in opts]
+    if not flat:
+        return [torch.zeros(0) for _ in prompts]
+    width = max(map(len, flat))
+    if ids.size(1) + width - 1 > model.config.context_length:
+        raise ValueError(f"a prompt and option of {ids.size(1) + width} tokens do not fit the context")
+    option_ids = torch.full((len(flat), width), pad_id, dtype=torch.long)
+    real = torch.zeros((len(flat), width), dtype=torch.bool)
+    for row, o in enumerate(flat):
+        option_ids[row, : len(o)] = torch.tensor(o, dtype=torch.long)
+        real[row, : len(o)] = True
+    option_ids, real = option_ids.to(device), real.to(device)
+    cache = KVCache(model.config, len(prompts), ids.size(1) + width - 1, device, next(model.parameters()).dtype)
+    with runtime.autocast():
+        last = model.lm_head(model.hidden(ids, segments=segments, cache=cache)[:, -1]).float().log_softmax(-1)
+        rows = torch.tensor(owner, device=device)
+        cache.select(rows)
+        # the first option token is predicted by the prompt's last position, token j by option token j - 1
+        first = last[rows].gather(1, option_ids[:, :1])
+        if width > 1:
+            following = model(option_ids[:, :-1], cache=cache)[0].float().log_softmax(-1)
+            rest = following.gather(2, option_ids[:, 1:, None]).squeeze(2)
+            scores = torch.cat([first, rest], dim=1)
+        else:
+            scores = first
+    totals = torch.where(real, scores, 0.0).sum(1).cpu()
+    return list(totals.split([len(opts) for opts in options]))
