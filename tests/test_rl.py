@@ -1,21 +1,16 @@
 """GRPO: advantages and the clipped loss on hand-built groups, pass@k, and real RL steps end to end."""
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from llmpipe.cli import main
-from llmpipe.config import stage_params
 from llmpipe.io import read_json
-from llmpipe.model.directory import load_model, load_tokenizer
-from llmpipe.posttrain import rl
-from llmpipe.posttrain.rl import encode_problems, group_advantages, grpo_loss, pass_at_k
+from llmpipe.model.directory import load_model
+from llmpipe.posttrain.rl import group_advantages, grpo_loss, pass_at_k
 from llmpipe.tasks.formats import DataFormatError
-from llmpipe.train import runtime as rt
 from tests.conftest import write_jsonl_lines
 
 
@@ -61,12 +56,56 @@ def test_pass_at_k():
     assert pass_at_k(10, 3, 2) == pytest.approx(1 - (7 * 6) / (10 * 9))
 
 
-@pytest.fixture(scope="module")
-def taught(tmp_path_factory, tiny_model_dir) -> tuple[Path, list[dict]]:
-    """A tiny model taught (by the real SFT stage) to answer "2+3" and the like with "#### N",
-    N one off the truth as often as right, so some of its samples earn the reward and some do
-    not; and those problems."""
-    tmp_path = tmp_path_factory.mktemp("taught")
+PROBLEMS = [
+    {"prompt": "Ann has 2 pens and gets 3 more. How many pens does Ann have now?", "answer": "5"},
+    {"prompt": "Bo has 9 cups and gives 4 of them away. How many cups does Bo have left?", "answer": "5"},
+    {"prompt": "Cy has 2 bags with 3 figs in each bag. How many figs does Cy have in all?", "answer": "6"},
+]
+
+
+def run_rl(tmp_path, base, name: str, **overrides) -> tuple[list[dict], dict]:
+    train = write_jsonl_lines(tmp_path / "rl_train.jsonl", PROBLEMS)
+    test = write_jsonl_lines(tmp_path / "rl_test.jsonl", PROBLEMS[:2])
+    params = {"steps": 2, "prompts_per_step": 2, "group_size": 3, "max_new_tokens": 6, "eval_pass_k": 2,
+              "eval_every": 1, "lr": 1.0e-3, "kl_coef": 0.05, "device": "cpu", **overrides}
+    out = tmp_path / name
+    main(["rl", "--params", json.dumps(params), "--base", str(base), "--train", str(train), "--test", str(test),
+          "--output", str(out), "--stats", str(tmp_path / f"{name}.json")])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows, read_json(tmp_path / f"{name}.json")["extra"]
+
+
+def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
+    rows, extra = run_rl(tmp_path, base, "rl")
+    model = load_model(tmp_path / "rl")
+    assert read_json(tmp_path / "rl" / "config.json")["stage"] == "rl"
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward", "completion_length", "clip_fraction", "zero_spread_fraction", "entropy", "kl",
+                "heldout_pass_at_1", "heldout_pass_at_2"):
+        assert key in rows[-1]
+    assert "heldout_pass_at_1_start" in extra and "heldout_pass_at_1" in extra
+    again, _ = run_rl(tmp_path, base, "rl_again")
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    other = load_model(tmp_path / "rl_again")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+def test_malformed_problem_file_names_file_and_line(tmp_path, tiny_model_dir):
+    base = tiny_model_dir()
+    write_jsonl_lines(tmp_path / "rl_train.jsonl", [PROBLEMS[0], {"prompt": "How many?", "answer": "ten"}])
+    with pytest.raises(DataFormatError, match=r"rl_train.jsonl:2: 'answer' 'ten' is not a number"):
+        main(["rl", "--params", "{}", "--base", str(base), "--train", str(tmp_path / "rl_train.jsonl"),
+              "--test", str(tmp_path / "rl_train.jsonl"), "--output", str(tmp_path / "rl"),
+              "--stats", str(tmp_path / "s.json")])
+
+
+def test_rl_raises_the_reward_on_a_tiny_seeded_problem_set(tmp_path, tiny_model_dir):
+    """RL must learn, not just run. A tiny model is first taught (by the real SFT stage) to
+    answer "2+3" and the like with "#### N", N one off the truth as often as right, so some of
+    its samples earn the reward; RL on the same problems then lifts the mean reward of its last
+    steps far above that of its first (seeded, so this is one fixed trajectory)."""
     problems = [{"prompt": f"{a}+{b}", "answer": str(a + b)} for a, b in ((2, 3), (4, 1), (3, 3))]
     conversations = [
         {"messages": [{"role": "user", "content": p["prompt"]},
@@ -81,95 +120,11 @@ def taught(tmp_path_factory, tiny_model_dir) -> tuple[Path, list[dict]]:
     main(["sft", "--params", json.dumps(sft), "--world", world, "--base", str(tiny_model_dir(context_length=64)),
           "--train", str(sft_train), "--heldout", str(sft_heldout), "--output", str(tmp_path / "sft"),
           "--stats", str(tmp_path / "sft.json")])
-    return tmp_path / "sft", problems
-
-
-PROBLEMS = [
-    {"prompt": "Ann has 2 pens and gets 3 more. How many pens does Ann have now?", "answer": "5"},
-    {"prompt": "Bo has 9 cups and gives 4 of them away. How many cups does Bo have left?", "answer": "5"},
-    {"prompt": "Cy has 2 bags with 3 figs in each bag. How many figs does Cy have in all?", "answer": "6"},
-]
-
-
-def run_rl(tmp_path, base, name: str, problems: list[dict], **overrides) -> tuple[list[dict], dict]:
-    train = write_jsonl_lines(tmp_path / "rl_train.jsonl", problems)
-    test = write_jsonl_lines(tmp_path / "rl_test.jsonl", problems[:2])
-    params = {"steps": 2, "prompts_per_step": 3, "group_size": 8, "max_new_tokens": 8, "eval_pass_k": 2,
-              "eval_every": 1, "lr": 3.0e-4, "kl_coef": 0.05, "temperature": 1.0, "format_weight": 0.0,
-              "device": "cpu", **overrides}
-    out = tmp_path / name
-    main(["rl", "--params", json.dumps(params), "--base", str(base), "--train", str(train), "--test", str(test),
-          "--output", str(out), "--stats", str(tmp_path / f"{name}.json")])
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return rows, read_json(tmp_path / f"{name}.json")["extra"]
-
-
-def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_path, taught):
-    base, problems = taught
-    rows, extra = run_rl(tmp_path, base, "rl", problems=problems)
-    model = load_model(tmp_path / "rl")
-    assert read_json(tmp_path / "rl" / "config.json")["stage"] == "rl"
-    assert [r["step"] for r in rows] == [1, 2]
-    for key in ("reward", "completion_length", "clip_fraction", "zero_spread_fraction", "entropy", "kl",
-                "heldout_pass_at_1", "heldout_pass_at_2"):
-        assert all(key in row for row in rows), key  # every step had a group to learn from
-    start = load_model(base)
-    assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
-    again, _ = run_rl(tmp_path, base, "rl_again", problems=problems)
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
-        [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-    other = load_model(tmp_path / "rl_again")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
-
-
-def test_only_groups_whose_rewards_differ_are_trained_on(taught, monkeypatch):
-    """A group of equal rewards has no advantage: its samples go into no forward or backward
-    (DAPO's filter), and a step of such groups alone leaves the weights as they were."""
-    base, problems = taught
-    model, tokenizer = load_model(base), load_tokenizer(base)
-    p = stage_params(json.dumps({"group_size": 8, "max_new_tokens": 8, "temperature": 1.0, "kl_coef": 0.0,
-                                 "format_weight": 0.0, "device": "cpu"}), None, "rl")
-    runtime = rt.start("cpu", "float32")
-    batch_problems, _ = encode_problems(tokenizer, problems, 64, 8, "problems")
-    seen = []
-    real_update = rl.policy_update
-    monkeypatch.setattr(rl, "policy_update", lambda *a: seen.append(a) or real_update(*a))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    row = rl.rl_step(model, optimizer, tokenizer, batch_problems, p, 7, runtime)
-    spread = round((1 - row["zero_spread_fraction"]) * len(batch_problems))
-    assert 0 < spread < len(batch_problems), row  # the seeded draw has both kinds of group
-    (_, _, batch, advantages, *_), = seen
-    assert batch.inputs.size(0) == advantages.numel() == 8 * spread
-    assert row["tokens"] == int(batch.mask.sum())
-    assert all(advantages.view(spread, 8).abs().sum(dim=1) > 0)
-
-    unsolvable = [dataclasses.replace(pr, answer=-1) for pr in batch_problems]  # every reward 0
-    before = [t.clone() for t in model.state_dict().values()]
-    row = rl.rl_step(model, optimizer, tokenizer, unsolvable, p, 8, runtime)
-    assert row["zero_spread_fraction"] == 1.0 and row["tokens"] == 0 and "loss" not in row
-    assert len(seen) == 1
-    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values()))
-
-
-def test_malformed_problem_file_names_file_and_line(tmp_path, tiny_model_dir):
-    base = tiny_model_dir()
-    write_jsonl_lines(tmp_path / "rl_train.jsonl", [PROBLEMS[0], {"prompt": "How many?", "answer": "ten"}])
-    with pytest.raises(DataFormatError, match=r"rl_train.jsonl:2: 'answer' 'ten' is not a number"):
-        main(["rl", "--params", "{}", "--base", str(base), "--train", str(tmp_path / "rl_train.jsonl"),
-              "--test", str(tmp_path / "rl_train.jsonl"), "--output", str(tmp_path / "rl"),
-              "--stats", str(tmp_path / "s.json")])
-
-
-def test_rl_raises_the_reward_on_a_tiny_seeded_problem_set(tmp_path, taught):
-    """RL must learn, not just run. On the taught model (``taught``: some of its samples earn
-    the reward), RL on the same problems lifts the mean reward of its last steps far above that
-    of its first (seeded, so this is one fixed trajectory)."""
-    base, problems = taught
     train = write_jsonl_lines(tmp_path / "rl_train.jsonl", problems)
     params = {"steps": 24, "prompts_per_step": 3, "group_size": 8, "max_new_tokens": 8, "eval_pass_k": 2,
               "eval_every": 24, "lr": 3.0e-3, "kl_coef": 0.0, "format_weight": 0.0, "temperature": 1.0,
               "device": "cpu"}
-    main(["rl", "--params", json.dumps(params), "--base", str(base), "--train", str(train),
+    main(["rl", "--params", json.dumps(params), "--base", str(tmp_path / "sft"), "--train", str(train),
           "--test", str(train), "--output", str(tmp_path / "rl"), "--stats", str(tmp_path / "rl.json")])
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5

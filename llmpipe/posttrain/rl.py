@@ -8,9 +8,7 @@ GRPO (Liu et al. 2025) shows favours groups of low spread, hence off by default.
 
 The loss is PPO's clipped surrogate, ``-min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)`` per token
 with ``ρ = π/π_old``, summed over every completion token of the step and divided by their
-count (token-level normalisation, as DAPO and Dr. GRPO: no per-sequence length bias). Groups
-whose G rewards are all equal carry no advantage and are left out of the update, as DAPO
-filters them, which spares their forward and backward. Over
+count (token-level normalisation, as DAPO and Dr. GRPO: no per-sequence length bias). Over
 ``ppo_epochs`` passes on the same samples ρ moves away from 1 and the clip bites; π_old is
 the first pass's detached log-prob (the weights that sampled: no extra forward). Log-probs
 are of ``logits / temperature`` — the distribution samples were drawn from. An optional k3
@@ -40,7 +38,7 @@ from llmpipe.tasks.formats import read_problems
 from llmpipe.tasks.rewards import Number, parse_final_answer, parse_number, reward
 from llmpipe.tokenizer.chat import END, as_messages, prompt_ids
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import PairBatch, pair_batch, token_logprobs
+from llmpipe.train.logprobs import pair_batch, token_logprobs
 from llmpipe.train.schedule import batch_order
 
 EXAMPLES = 8  # held-out completions kept in stats.json for the report
@@ -162,46 +160,12 @@ def heldout_metrics(model: GPT, tokenizer, problems: list[Problem], p: dict, run
     }
 
 
-def policy_update(
-    model: GPT, optimizer: torch.optim.Optimizer, batch: PairBatch, advantages: torch.Tensor, p: dict,
-    runtime: rt.Runtime, reference: GPT | None,
-) -> dict:
-    """``ppo_epochs`` clipped-surrogate updates on the sampled ``batch`` (one advantage per
-    row); the loss, clip fraction, entropy, KL and gradient norm of the passes."""
-    T = p["temperature"]
-    model.train()
-    ref_logp = None
-    if reference is not None:
-        with torch.no_grad(), runtime.autocast():
-            ref_logp = token_logprobs(reference, batch, T)[0]
-    losses, clips, kls, grad_norms, entropy, old_logp = [], [], [], [], 0.0, None
-    for epoch in range(p["ppo_epochs"]):
-        with runtime.autocast():
-            logp, ent = token_logprobs(model, batch, T, with_entropy=epoch == 0)
-        if old_logp is None:  # the weights that sampled: pi_old, for every pass over these samples
-            old_logp = logp.detach()
-            entropy = float(ent.sum() / batch.mask.sum().clamp(min=1))
-        loss, stats = grpo_loss(
-            logp, old_logp, advantages, batch.mask,
-            p["clip_eps_low"], p["clip_eps_high"], ref_logp, p["kl_coef"],
-        )
-        grad_norms.append(trainer.optimizer_step(model, optimizer, loss, p["grad_clip"]))
-        losses.append(float(loss.detach()))
-        clips.append(stats["clip_fraction"])
-        kls.append(stats.get("kl", 0.0))
-    row = {"loss": sum(losses) / len(losses), "clip_fraction": sum(clips) / len(clips), "entropy": entropy,
-           "grad_norm": grad_norms[-1], "tokens": int(batch.mask.sum())}
-    if reference is not None:
-        row["kl"] = sum(kls) / len(kls)
-    return row
-
-
 def rl_step(
     model: GPT, optimizer: torch.optim.Optimizer, tokenizer, problems: list[Problem], p: dict,
     step_seed: int, runtime: rt.Runtime, reference: GPT | None = None,
 ) -> dict:
     """One GRPO step on ``problems``: sample G completions each, reward, advantages, then
-    ``policy_update`` on the groups whose rewards differ. Returns the step's metrics."""
+    ``ppo_epochs`` clipped-surrogate updates. Returns the step's metrics."""
     G, T = p["group_size"], p["temperature"]
     model.eval()
     end = tokenizer.special_tokens[END]
@@ -213,25 +177,43 @@ def rl_step(
         [reward(r.text, problems[i // G].answer, p["format_weight"]) for i, r in enumerate(rollouts)]
     ).view(len(problems), G)
     advantages, zero_spread = group_advantages(rewards, p["std_normalize"])
-    # Only groups whose rewards differ are trained on (DAPO's filter, Yu et al. 2025): a group
-    # of equal rewards has zero advantage everywhere, so it adds nothing to the surrogate's
-    # gradient but its KL term, and it would cost a forward and a backward (most groups of the
-    # default run, once the model solves its training problems).
-    kept = [i for i in range(len(rollouts)) if not zero_spread[i // G]]
-    update: dict = {"tokens": 0}
-    if kept:  # a step with no group to learn from updates nothing and has no loss to report
-        pairs = [(problems[i // G].prompt, rollouts[i].completion) for i in kept]
-        batch = pair_batch(pairs, tokenizer.pad_id, model.config.context_length).to(runtime.device)
-        update = policy_update(model, optimizer, batch, advantages.view(-1)[kept].to(runtime.device), p,
-                               runtime, reference)
+
+    pairs = [(problems[i // G].prompt, r.completion) for i, r in enumerate(rollouts)]
+    batch = pair_batch(pairs, tokenizer.pad_id, model.config.context_length).to(runtime.device)
+    advantages = advantages.view(-1).to(runtime.device)
+    model.train()
+    old_logp = ref_logp = None
+    if reference is not None:
+        with torch.no_grad(), runtime.autocast():
+            ref_logp = token_logprobs(reference, batch, T)[0]
+    losses, clips, kls, grad_norms, entropy = [], [], [], [], None
+    for epoch in range(p["ppo_epochs"]):
+        with runtime.autocast():
+            logp, ent = token_logprobs(model, batch, T, with_entropy=epoch == 0)
+        if epoch == 0:  # the weights that sampled: pi_old, for every pass over these samples
+            old_logp = logp.detach()
+            entropy = float(ent.sum() / batch.mask.sum().clamp(min=1))
+        loss, stats = grpo_loss(
+            logp, old_logp, advantages, batch.mask,
+            p["clip_eps_low"], p["clip_eps_high"], ref_logp, p["kl_coef"],
+        )
+        grad_norms.append(trainer.optimizer_step(model, optimizer, loss, p["grad_clip"]))
+        losses.append(float(loss.detach()))
+        clips.append(stats["clip_fraction"])
+        kls.append(stats.get("kl", 0.0))
     correct_frac = sum(correct(r.text, problems[i // G].answer) for i, r in enumerate(rollouts)) / len(rollouts)
-    return {
-        "reward": float(rewards.mean()), "accuracy": correct_frac,
+    row = {
+        "loss": sum(losses) / len(losses), "reward": float(rewards.mean()), "accuracy": correct_frac,
         "answered": sum(parse_final_answer(r.text) is not None for r in rollouts) / len(rollouts),
         "completion_length": sum(len(r.completion) for r in rollouts) / len(rollouts),
         "ended": sum(r.ended for r in rollouts) / len(rollouts),
-        "zero_spread_fraction": float(zero_spread.float().mean()), **update,
+        "zero_spread_fraction": float(zero_spread.float().mean()),
+        "clip_fraction": sum(clips) / len(clips), "entropy": entropy,
+        "grad_norm": grad_norms[-1], "tokens": int(batch.mask.sum()),
     }
+    if reference is not None:
+        row["kl"] = sum(kls) / len(kls)
+    return row
 
 
 def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
