@@ -237,7 +237,10 @@ class GzipMember:
         d, crc, size = zlib.decompressobj(-15), 0, 0
         while True:
             if not data and not (data := self._raw.read(CHUNK)):
-                self.status = "truncated"
+                # the file ends inside it -- or its cut deflate data decoded on through the
+                # members after it without an error (a few % of cut members): then it broke
+                # off mid-file, as one that errors does
+                self.status = "corrupt" if self._overruns(self._raw.seek(0, 2)) else "truncated"
                 return
             before = d.copy()
             try:
@@ -259,13 +262,19 @@ class GzipMember:
                 self.end = deflate_end + len(trailer)
                 if len(trailer) < 8 or struct.unpack("<II", trailer) != (crc, size & 0xFFFFFFFF):
                     # data intact, trailer wrong -- or a cut member inflated on into the next
-                    # member's bytes until they happened to end a stream: then nothing follows
-                    # where it "ended" that could follow a member
+                    # members' bytes until they happened to end a stream: then a member starts
+                    # inside it, or nothing that could follow a member follows where it "ended"
                     self._raw.seek(self.end)
-                    intact = _can_follow_member(self._raw.read(LOOKAHEAD))
+                    intact = _can_follow_member(self._raw.read(LOOKAHEAD)) and not self._overruns(deflate_end)
                     self.status = "bad_trailer" if intact else "corrupt"
                     self.end = self.end if intact else None
                 return
+
+
+    def _overruns(self, end: int) -> bool:
+        """Whether another gzip member or record starts inside this member's bytes (before ``end``):
+        then its deflate data was cut and decoded on into what follows."""
+        return _resync(self._raw, self.start + 1) < end
 
 
 def _can_follow_member(data: bytes) -> bool:
@@ -443,7 +452,11 @@ def _read_block(seg: Segment, record: Record, max_bytes: int) -> Record:
             src.scan(end, keep=False, accept=holds_record)
         return record
     block = src.read(length) if length >= 0 else b""
-    if 0 <= length == len(block) and (seg.at_boundary() or seg.separator_follows(record.arc)):
+    if 0 <= length == len(block) and (seg.separator_follows(record.arc) or seg.at_boundary()):
+        if not seg.separator_follows(record.arc) and not src.peek(1) and (broken := seg.broken(strict=True)):
+            # no separator, and the stream broke right after: a cut member decoded on into
+            # the next member's bytes, and that garbage happened to fill the Content-Length
+            record.clipped, record.message = broken, seg.clip_message(record.url, broken)
         record.block = block
         return record
     if len(block) < length:  # the segment ends inside the block
