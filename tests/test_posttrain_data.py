@@ -82,9 +82,9 @@ def test_answers_are_checkable_sentences_and_worked_steps(generated):
 
 
 def test_a_count_works_the_problem_out_step_by_step():
-    assert arithmetic.count_line("add", 3, 4) == "Count on 4 from 3: 4 is 1, 5 is 2, 6 is 3, 7 is 4."
-    assert arithmetic.count_line("sub", 9, 3) == "Count back 3 from 9: 8 is 1, 7 is 2, 6 is 3."
-    assert arithmetic.count_line("mul", 3, 5) == "Count 3 bags of 5: 5 is 1, 10 is 2, 15 is 3."
+    assert arithmetic.count_line("add", 3, 4) == "Count on 4 from 3: 3 is 0, 4 is 1, 5 is 2, 6 is 3, 7 is 4."
+    assert arithmetic.count_line("sub", 9, 3) == "Count back 3 from 9: 9 is 0, 8 is 1, 7 is 2, 6 is 3."
+    assert arithmetic.count_line("mul", 3, 5) == "Count 3 bags of 5: 0 is 0, 5 is 1, 10 is 2, 15 is 3."
     rng = random.Random(0)
     for op, pairs in world.PROBLEM_OPERANDS.items():
         for a, b in pairs:

@@ -29,8 +29,9 @@ def final_line(answer: int | str) -> str:
 
 
 def count_line(op: str, a: int, b: int) -> str:
-    """The count that works ``a op b`` out one step at a time, each value with its step number:
-    "Count on 3 from 7: 8 is 1, 9 is 2, 10 is 3." (a − b counts back, a bags of b count in b's).
+    """The count that works ``a op b`` out one step at a time, each value with its step number,
+    from step 0: "Count on 3 from 7: 7 is 0, 8 is 1, 9 is 2, 10 is 3." (a − b counts back from
+    a; a bags of b count in b's from 0).
 
     Why a count and not the result: a reply that states "7 + 3 = 10" can only be recalled, so
     the tiny default model answered the training facts and guessed at the held-out ones (chat
@@ -39,15 +40,23 @@ def count_line(op: str, a: int, b: int) -> str:
     pair is worked out rather than remembered. It never states an equation ("a op b = n"), so
     ``stated_facts`` finds none in it; a longer count from the same start does pass through a
     held-out sum as one of its steps (3 + 8's count passes "10 is 7"), which the README states.
+
+    Why step 0: without it the first value (a + 1) had to be worked out from the head, and for
+    a held-out pair the model often wrote the answer or a remembered pair's value there instead
+    ("Count on 3 from 1: 4 is 1"). With it, the first value is a copy and every later one the
+    same increment. Measured in default runs over three pretraining seeds (1337 / 1338 / 1339;
+    greedy, 220 held-out and 885 in-distribution problems), RL's pass@1 without -> with step 0:
+    held out 0.56 / 0.27 / 0.67 -> 0.55 / 0.59 / 0.48 (mean 0.50 -> 0.54, the worst seed 0.27 ->
+    0.48), in distribution 0.81 / 0.80 / 0.90 -> 0.85 / 0.83 / 0.92 (higher on every seed).
     """
     if op == "add":
-        steps = [(a + i, i) for i in range(1, b + 1)]
+        steps = [(a + i, i) for i in range(b + 1)]
         head = f"Count on {b} from {a}"
     elif op == "sub":
-        steps = [(a - i, i) for i in range(1, b + 1)]
+        steps = [(a - i, i) for i in range(b + 1)]
         head = f"Count back {b} from {a}"
     elif op == "mul":
-        steps = [(b * i, i) for i in range(1, a + 1)]
+        steps = [(b * i, i) for i in range(a + 1)]
         head = f"Count {a} bags of {b}"
     else:
         raise ValueError(f"unknown operation {op!r}")
