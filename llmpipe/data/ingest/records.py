@@ -270,7 +270,6 @@ class GzipMember:
                     self.end = self.end if intact else None
                 return
 
-
     def _overruns(self, end: int) -> bool:
         """Whether another gzip member or record starts inside this member's bytes (before ``end``):
         then its deflate data was cut and decoded on into what follows."""
@@ -376,6 +375,10 @@ class Segment:
     def at_boundary(self) -> bool:
         """Whether what follows a block is the record separator, then EOF or the next record."""
         ahead = self.src.peek(LOOKAHEAD)
+        if not ahead:
+            # the segment's end is one only when its stream is whole: a cut member decodes on
+            # into the next member's bytes, and that garbage can fill a block's Content-Length
+            return self.broken() is None
         rest = ahead.lstrip(b"\r\n")
         if not rest:
             return True
@@ -452,11 +455,7 @@ def _read_block(seg: Segment, record: Record, max_bytes: int) -> Record:
             src.scan(end, keep=False, accept=holds_record)
         return record
     block = src.read(length) if length >= 0 else b""
-    if 0 <= length == len(block) and (seg.separator_follows(record.arc) or seg.at_boundary()):
-        if not seg.separator_follows(record.arc) and not src.peek(1) and (broken := seg.broken(strict=True)):
-            # no separator, and the stream broke right after: a cut member decoded on into
-            # the next member's bytes, and that garbage happened to fill the Content-Length
-            record.clipped, record.message = broken, seg.clip_message(record.url, broken)
+    if 0 <= length == len(block) and (seg.at_boundary() or seg.separator_follows(record.arc)):
         record.block = block
         return record
     if len(block) < length:  # the segment ends inside the block
