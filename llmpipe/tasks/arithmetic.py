@@ -44,10 +44,7 @@ def count_line(op: str, a: int, b: int) -> str:
     Why step 0: without it the first value (a + 1) had to be worked out from the head, and for
     a held-out pair the model often wrote the answer or a remembered pair's value there instead
     ("Count on 3 from 1: 4 is 1"). With it, the first value is a copy and every later one the
-    same increment. Measured in default runs over three pretraining seeds (1337 / 1338 / 1339;
-    greedy, 220 held-out and 885 in-distribution problems), RL's pass@1 without -> with step 0:
-    held out 0.56 / 0.27 / 0.67 -> 0.55 / 0.59 / 0.48 (mean 0.50 -> 0.54, the worst seed 0.27 ->
-    0.48), in distribution 0.81 / 0.80 / 0.90 -> 0.85 / 0.83 / 0.92 (higher on every seed).
+    same increment; the README gives what it changed over three pretraining seeds.
     """
     if op == "add":
         steps = [(a + i, i) for i in range(b + 1)]
