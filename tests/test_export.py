@@ -171,12 +171,15 @@ def test_hf_export_chats_like_llmpipe(tmp_path, chat_tokenizer, stage, overrides
 
 
 @pytest.mark.slow
-def test_gguf_export_runs_in_llama_cpp_like_llmpipe(tmp_path, chat_tokenizer):
-    """f16: llama.cpp's greedy tokens equal ours and logits within f16 rounding; q8_0 reported."""
+@pytest.mark.parametrize("overrides", [{}, {"qk_norm": True, "n_kv_head": 2}])
+def test_gguf_export_runs_in_llama_cpp_like_llmpipe(tmp_path, chat_tokenizer, overrides):
+    """f16: llama.cpp's greedy tokens equal ours and logits within f16 rounding; q8_0 reported.
+    A QK-norm model is written as llama.cpp's qwen3 (its q/k norms, q and k unpermuted)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     gguf = pytest.importorskip("gguf")
     tok = chat_tokenizer
-    model_dir = save_stage_dir(tmp_path, chat_model(tok, seed=1), tok, "rl")
+    model_dir = save_stage_dir(tmp_path, chat_model(tok, seed=1, **overrides), tok, "rl")
+    arch = "qwen3" if overrides.get("qk_norm") else "llama"
     ours = load_model(model_dir)
     end = tok.special_tokens[END]
     prompts = [prompt_ids(tok, m) for m, _ in CONVERSATIONS]
@@ -188,11 +191,13 @@ def test_gguf_export_runs_in_llama_cpp_like_llmpipe(tmp_path, chat_tokenizer):
         run_export(model_dir, path, "--format", "gguf", "--quant", quant)
         reader = gguf.GGUFReader(str(path))
         fields = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("tokenizer.ggml.t")}
-        assert fields["general.architecture"] == "llama" and fields["llama.attention.head_count_kv"] == 2
+        assert fields["general.architecture"] == arch and fields[f"{arch}.attention.head_count_kv"] == 2
         assert fields["tokenizer.ggml.pre"] == "llama-bpe" and fields["tokenizer.ggml.eot_token_id"] == end
         assert fields["tokenizer.ggml.eos_token_id"] == tok.eos_id
-        names = {t.name for t in reader.tensors}
-        assert "output.weight" not in names and "blk.1.ffn_down.weight" in names  # tied: llama.cpp reuses token_embd
+        shapes = {t.name: t.shape.tolist() for t in reader.tensors}
+        assert "output.weight" not in shapes and "blk.1.ffn_down.weight" in shapes  # tied: llama.cpp reuses token_embd
+        head_dim = ours.config.head_dim
+        assert shapes.get("blk.1.attn_k_norm.weight") == ([head_dim] if arch == "qwen3" else None)
         llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=96, verbose=False)
         for text in texts:  # special parsing off: special tokens' text stays text, as in llmpipe
             assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode_ordinary(text), text
@@ -223,13 +228,5 @@ def test_gguf_export_runs_in_llama_cpp_like_llmpipe(tmp_path, chat_tokenizer):
         assert out["choices"][0]["finish_reason"] == "stop"
         if quant == "f16":
             assert out["choices"][0]["message"]["content"] == reply
-    print("GGUF vs llmpipe:", report)
+    print(f"GGUF ({arch}) vs llmpipe:", report)
     assert load_tokenizer(model_dir).vocab_size == tok.vocab_size
-
-
-def test_gguf_export_refuses_qk_norm(tmp_path, byte_tokenizer):
-    from llmpipe.model.gguf_export import write_gguf
-
-    with pytest.raises(ValueError, match="QK-norm"):
-        write_gguf(trained_looking_model(qk_norm=True), byte_tokenizer, tmp_path / "m.gguf")
-    assert not (tmp_path / "m.gguf").exists()

@@ -1,18 +1,25 @@
 """``llmpipe export --format gguf``: a model directory as one GGUF file llama.cpp runs.
 
 Written with the ``gguf`` package (llama.cpp's own writer; ``pip install -e .[gguf]``), as
-llama.cpp's ``convert_hf_to_gguf.py`` writes an HF Llama, with these decisions:
+llama.cpp's ``convert_hf_to_gguf.py`` writes an HF Llama (a Qwen3 for a QK-norm model), with
+these decisions:
 
 - Architecture ``llama``: context, embedding and feed-forward lengths, block count, head and
   kv-head counts, RoPE base and dimension count (the whole head), RMS norm epsilon.
+- Architecture ``qwen3`` (the same keys, under its prefix) for a model with ``model.qk_norm``:
+  ``llama`` has no query/key norm; ``qwen3`` is ``llama`` plus exactly ours (RMSNorm of each
+  head's query and key before RoPE, with the model's epsilon and gains of head_dim values), as
+  the HF export's Qwen3 is.
 - RoPE layout. llama.cpp's ``llama`` uses the interleaved rotation (pairs 2i, 2i+1); our model,
   like HF Llama, rotates the half-split pairs (i, i + head_dim/2). As ``convert_hf_to_gguf``'s
   ``LlamaModel.permute`` does, the rows of each head of ``attn_q`` and ``attn_k`` are reordered
   so row 2i is old row i and row 2i+1 old row i + head_dim/2 (k with the kv-head count). The
-  dot products q·k, hence the logits, are unchanged.
+  dot products q·k, hence the logits, are unchanged. ``qwen3`` rotates the half-split pairs
+  (llama.cpp's NEOX rotation), as ours does, so its q and k are written as they are.
 - Tensors under llama.cpp's names (``token_embd``, ``blk.N.attn_q/k/v/output``,
-  ``ffn_gate/up/down``, ``attn_norm``, ``ffn_norm``, ``output_norm``, ``output``). A tied head
-  writes no ``output``: llama.cpp then reuses ``token_embd`` for the output projection.
+  ``ffn_gate/up/down``, ``attn_norm``, ``ffn_norm``, ``output_norm``, ``output``; ``qwen3`` adds
+  ``attn_q_norm``, ``attn_k_norm``). A tied head writes no ``output``: llama.cpp then reuses
+  ``token_embd`` for the output projection.
 - Types: norms stay F32 (as llama.cpp keeps them); matrices are F16, Q8_0 (blocks of 32 along a
   row: a row whose size is not a multiple of 32 stays F16, with a warning) or F32.
 - Tokenizer ``gpt2`` (byte-level BPE): tokens in ByteLevel's printable spelling, merges, types
@@ -50,27 +57,36 @@ def rope_interleave(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, out_dim // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def gguf_architecture(model: GPT) -> str:
+    """llama.cpp's architecture for ``model``: ``qwen3`` with QK-norm, else ``llama``."""
+    return "qwen3" if model.config.qk_norm else "llama"
+
+
+LAYER_NAMES = {  # our per-layer weight names -> llama.cpp's (blk.N.*)
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+QK_NORM_NAMES = {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}  # qwen3 only
+
+
 def gguf_tensors(model: GPT) -> dict[str, np.ndarray]:
-    """The weights as float32 arrays under llama.cpp's names, q and k permuted for its RoPE."""
+    """The weights as float32 arrays under llama.cpp's names (q and k permuted for ``llama``'s RoPE)."""
     from llmpipe.model.directory import model_state
 
     c = model.config
+    # llama rotates interleaved pairs, so its q/k rows are reordered; qwen3 (NEOX) rotates ours
+    permuted = {"attn_q": c.n_head, "attn_k": c.n_kv_head} if gguf_architecture(model) == "llama" else {}
     state = {k: v.float().cpu().numpy() for k, v in model_state(model).items()}
     out = {"token_embd.weight": state.pop("embed_tokens.weight"), "output_norm.weight": state.pop("norm.weight")}
     if "lm_head.weight" in state:
         out["output.weight"] = state.pop("lm_head.weight")
-    names = {
-        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
-    }
+    names = {**LAYER_NAMES, **(QK_NORM_NAMES if c.qk_norm else {})}
     for i in range(c.n_layer):
         for ours, theirs in names.items():
             w = state.pop(f"layers.{i}.{ours}.weight")
-            if theirs == "attn_q":
-                w = rope_interleave(w, c.n_head)
-            elif theirs == "attn_k":
-                w = rope_interleave(w, c.n_kv_head)
+            if theirs in permuted:
+                w = rope_interleave(w, permuted[theirs])
             out[f"blk.{i}.{theirs}.weight"] = w
     if state:
         raise ValueError(f"GGUF export: weights with no llama.cpp name: {sorted(state)}")
@@ -102,14 +118,6 @@ def vocabulary(tokenizer: Tokenizer, vocab_size: int) -> tuple[list[str], list[i
 
 def write_gguf(model: GPT, tokenizer: Tokenizer, path: str | os.PathLike, quant: str = "f16") -> Path:
     """Write ``model`` (and its tokenizer) as a llama.cpp GGUF file; see the module docstring."""
-    if model.config.qk_norm:
-        # llama.cpp's ``llama`` architecture has no query/key norm; its ``qwen3`` one does, but
-        # this writer is verified against llama.cpp for ``llama`` only, so say so rather than
-        # write a file whose outputs nobody has checked
-        raise ValueError(
-            "GGUF export: this model uses QK-norm (model.qk_norm), which the llama architecture "
-            "cannot express; export it with --format hf (a Qwen3 model) instead"
-        )
     try:
         import gguf
     except ImportError:
@@ -126,7 +134,7 @@ def write_gguf(model: GPT, tokenizer: Tokenizer, path: str | os.PathLike, quant:
     tokens, token_types, merges = vocabulary(tokenizer, c.vocab_size)
     special = tokenizer.special_tokens
     with atomic_path(path) as tmp:
-        w = gguf.GGUFWriter(str(tmp), "llama")
+        w = gguf.GGUFWriter(str(tmp), gguf_architecture(model))  # the keys' prefix: llama. or qwen3.
         w.add_name("llmpipe")
         w.add_context_length(c.context_length)
         w.add_embedding_length(c.n_embd)
