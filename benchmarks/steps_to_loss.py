@@ -1,16 +1,21 @@
 """Steps to loss: the default tiny model trained with each recipe on the same packed data.
 
     python benchmarks/steps_to_loss.py --results /tmp/run/results [--config config.yaml]
-        [--recipes adamw,muon@300,muon_qk@300] [--eval-every 25] [--out /tmp/steps_to_loss]
+        [--recipes adamw@500,default] [--eval-every 50] [--out /tmp/steps_to_loss]
 
 ``--results`` is a results directory holding a default run's ``pack/`` and ``tokenizer/``
 (``snakemake --cores 2 results/pack/train/tokens.bin results/pack/val/tokens.bin``). Every recipe
 starts from the config's ``pretrain`` and ``model`` sections — same seed, data order and tokens per
-step — and changes only what its name says; ``NAME@STEPS`` sets its ``max_steps`` (the cosine
-schedule ends there, so a shorter run decays sooner). It prints validation loss against steps and
-training seconds, and the first evaluated step at which each recipe reaches the first recipe's
-final validation loss (the target). ``--reference`` takes the target from an existing default run's
-``metrics.jsonl`` instead (its wall seconds are then that run's, on whatever load it had).
+step — and sets what its name says: ``default`` is the config as it is, ``adamw`` the recipe that
+was the default before Muon (AdamW at 3e-3 everywhere, no QK-norm; 500 steps). ``NAME@STEPS`` sets
+its ``max_steps`` (the cosine schedule ends there, so a shorter run decays sooner), and each
+``+KEY=VALUE`` after it overrides one key of ``pretrain`` or ``model``
+(``muon_qk@300+muon_lr=0.03+lr=0.008``: a learning-rate sweep needs no new recipe).
+
+It prints validation loss against steps and training seconds, and the first evaluated step at
+which each recipe reaches the first recipe's final validation loss (the target). ``--reference``
+takes the target from an existing run's ``pretrain/metrics.jsonl`` instead (its wall seconds are
+then that run's, on whatever load it had).
 """
 from __future__ import annotations
 
@@ -19,32 +24,49 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
 from llmpipe.config import load_config
 from llmpipe.train import pretrain
 
-# name -> (pretrain overrides, model overrides)
+# name -> (pretrain overrides, model overrides); `lr` is AdamW's: every parameter's under adamw,
+# the embedding / tied head and the norm gains' under muon (Muon's matrices take `muon_lr`)
+ADAMW = {"optimizer": "adamw", "lr": 3e-3}
+MUON = {"optimizer": "muon", "lr": 3e-3}
 RECIPES: dict[str, tuple[dict, dict]] = {
-    "adamw": ({}, {}),
-    "muon": ({"optimizer": "muon"}, {}),
-    "muon_qk": ({"optimizer": "muon"}, {"qk_norm": True}),
-    "muon_qk_lr04": ({"optimizer": "muon", "muon_lr": 0.04}, {"qk_norm": True}),
-    "muon_qk_lr01": ({"optimizer": "muon", "muon_lr": 0.01}, {"qk_norm": True}),
-    "adamw_qk": ({}, {"qk_norm": True}),
-    # bf16 autocast (fp32 weights and optimizer state): the same recipe at a CPU's native bf16 speed
-    "adamw_bf16": ({"dtype": "bfloat16"}, {}),
-    "adamw_fp32": ({"dtype": "float32"}, {}),
-    "muon_qk_bf16": ({"optimizer": "muon", "dtype": "bfloat16"}, {"qk_norm": True}),
+    "default": ({}, {}),
+    "adamw": (ADAMW, {"qk_norm": False}),
+    "adamw_qk": (ADAMW, {"qk_norm": True}),
+    "muon": (MUON, {"qk_norm": False}),
+    "muon_qk": (MUON, {"qk_norm": True}),
+    # the precision pinned (dtype auto is bf16 autocast only on CPUs with native bf16 matmuls)
+    "adamw_bf16": ({**ADAMW, "dtype": "bfloat16"}, {"qk_norm": False}),
+    "adamw_fp32": ({**ADAMW, "dtype": "float32"}, {"qk_norm": False}),
+    "muon_qk_bf16": ({**MUON, "dtype": "bfloat16"}, {"qk_norm": True}),
 }
 
 
-def run_recipe(spec: str, config: dict, results: Path, out: Path, eval_every: int) -> dict:
-    name, _, steps = spec.partition("@")
+def parse_spec(spec: str, config: dict) -> tuple[dict, dict]:
+    """``NAME[@STEPS][+KEY=VALUE...]`` as (pretrain params, model params) over the config's."""
+    head, *overrides = spec.split("+")
+    name, _, steps = head.partition("@")
     p_over, m_over = RECIPES[name]
-    params = {**config["pretrain"], **p_over, "eval_every": eval_every, "checkpoint_every": 10**9}
+    params, model_params = {**config["pretrain"], **p_over}, {**config["model"], **m_over}
     if steps:
         params["max_steps"] = int(steps)
-    model_params = {**config["model"], **m_over}
-    run_out = out / spec.replace("@", "_")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section = params if key in params else model_params if key in model_params else None
+        if not sep or section is None:
+            raise SystemExit(f"{spec}: {item!r} is not KEY=VALUE with a pretrain or model key")
+        section[key] = yaml.safe_load(value)
+    return params, model_params
+
+
+def run_recipe(spec: str, config: dict, results: Path, out: Path, eval_every: int) -> dict:
+    params, model_params = parse_spec(spec, config)
+    params |= {"eval_every": eval_every, "checkpoint_every": 10**9}
+    run_out = out / spec.replace("@", "_").replace("+", "_")
     args = argparse.Namespace(
         train=str(results / "pack" / "train"), val=str(results / "pack" / "val"),
         tokenizer=str(results / "tokenizer" / "tokenizer.json"), output=str(run_out), run_dir=str(run_out / "run"),
@@ -83,9 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", required=True, type=Path, help="results directory with pack/ and tokenizer/")
     parser.add_argument("--config", default="config.yaml")
-    parser.add_argument("--recipes", default="adamw,muon@300,muon_qk@300",
-                        help=f"comma-separated NAME[@STEPS], the first is the target; names: {sorted(RECIPES)}")
-    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--recipes", default="adamw@500,default",
+                        help=f"comma-separated NAME[@STEPS][+KEY=VALUE...], the first is the target; "
+                             f"names: {sorted(RECIPES)}")
+    parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--reference", type=Path,
                         help="a default run's results/pretrain/metrics.jsonl: the target, instead of training it here")
     parser.add_argument("--out", type=Path, default=Path("/tmp/steps_to_loss"))
