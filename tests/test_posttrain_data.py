@@ -11,7 +11,7 @@ import pytest
 
 from llmpipe.config import load_config
 from llmpipe.posttrain import data
-from llmpipe.tasks import arithmetic, facts, formats, world
+from llmpipe.tasks import arithmetic, facts, formats, rewards, world
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.tasks.heldout import from_config
 from tests.conftest import REPO, parse_job_table
@@ -100,6 +100,16 @@ def test_preference_lengths_cannot_separate_chosen_from_rejected(generated):
     assert abs(extra["dpo_train_mean_chosen_chars"] - extra["dpo_train_mean_rejected_chars"]) < 5
     assert set(extra["dpo_train_rejected_kinds"]) == {"terse", "wrong"}
     assert all(p["chosen"] != p["rejected"] for p in files["dpo_train"])
+
+
+def test_arithmetic_preference_pairs_reject_the_bare_answer_never_a_wrong_one(generated):
+    files, _ = generated
+    pairs = [p for p in files["dpo_train"] + files["dpo_heldout"] if p["chosen"].startswith("Count")]
+    assert len(pairs) > 500
+    for pair in pairs:
+        answer = rewards.parse_final_answer(pair["chosen"])
+        assert answer is not None and rewards.parse_final_answer(pair["rejected"]) == answer, pair
+        assert "Count" not in pair["rejected"], pair
 
 
 def test_sft_and_dpo_arithmetic_shares_follow_their_own_keys():
