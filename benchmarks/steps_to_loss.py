@@ -1,13 +1,13 @@
 """Steps to loss: the default tiny model trained with each recipe on the same packed data.
 
     python benchmarks/steps_to_loss.py --results /tmp/run/results [--config config.yaml]
-        [--recipes adamw@500,default] [--eval-every 50] [--out /tmp/steps_to_loss]
+        [--recipes adamw,default] [--eval-every 50] [--out /tmp/steps_to_loss]
 
 ``--results`` is a results directory holding a default run's ``pack/`` and ``tokenizer/``
 (``snakemake --cores 2 results/pack/train/tokens.bin results/pack/val/tokens.bin``). Every recipe
 starts from the config's ``pretrain`` and ``model`` sections — same seed, data order and tokens per
 step — and sets what its name says: ``default`` is the config as it is, ``adamw`` the recipe that
-was the default before Muon (AdamW at 3e-3 everywhere, no QK-norm; 500 steps). ``NAME@STEPS`` sets
+was the default before Muon (AdamW at 3e-3 everywhere, no QK-norm, 500 steps). ``NAME@STEPS`` sets
 its ``max_steps`` (the cosine schedule ends there, so a shorter run decays sooner), and each
 ``+KEY=VALUE`` after it overrides one key of ``pretrain`` or ``model``
 (``muon_qk@300+muon_lr=0.03+lr=0.008``: a learning-rate sweep needs no new recipe).
@@ -24,14 +24,12 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from llmpipe.config import load_config
 from llmpipe.train import pretrain
 
 # name -> (pretrain overrides, model overrides); `lr` is AdamW's: every parameter's under adamw,
 # the embedding / tied head and the norm gains' under muon (Muon's matrices take `muon_lr`)
-ADAMW = {"optimizer": "adamw", "lr": 3e-3}
+ADAMW = {"optimizer": "adamw", "lr": 3e-3, "max_steps": 500}
 MUON = {"optimizer": "muon", "lr": 3e-3}
 RECIPES: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
@@ -44,6 +42,14 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "adamw_fp32": ({**ADAMW, "dtype": "float32"}, {"qk_norm": False}),
     "muon_qk_bf16": ({**MUON, "dtype": "bfloat16"}, {"qk_norm": True}),
 }
+
+
+def parse_value(text: str):
+    """A number or boolean as JSON reads it (YAML 1.1 would read ``1e-4`` as a string), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_spec(spec: str, config: dict) -> tuple[dict, dict]:
@@ -59,7 +65,7 @@ def parse_spec(spec: str, config: dict) -> tuple[dict, dict]:
         section = params if key in params else model_params if key in model_params else None
         if not sep or section is None:
             raise SystemExit(f"{spec}: {item!r} is not KEY=VALUE with a pretrain or model key")
-        section[key] = yaml.safe_load(value)
+        section[key] = parse_value(value)
     return params, model_params
 
 
@@ -105,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", required=True, type=Path, help="results directory with pack/ and tokenizer/")
     parser.add_argument("--config", default="config.yaml")
-    parser.add_argument("--recipes", default="adamw@500,default",
+    parser.add_argument("--recipes", default="adamw,default",
                         help=f"comma-separated NAME[@STEPS][+KEY=VALUE...], the first is the target; "
                              f"names: {sorted(RECIPES)}")
     parser.add_argument("--eval-every", type=int, default=50)
