@@ -67,7 +67,7 @@ def test_chat_metrics_on_a_tiny_model(tok, model_dir):
 
     model = load_model(model_dir)
     p = {
-        "chat_max_new_tokens": 4, "batch_size": 4,
+        "chat_max_new_tokens": 4, "generation_batch_size": 4,
     }
     questions = heldout_questions(HELD, 6) + heldout_questions(HELD, 6, heldout=False)
     problems = {"held_out": rl_test_problems(1234, 3, HELD),

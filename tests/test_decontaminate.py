@@ -141,7 +141,7 @@ def test_memorisation_counts_continuations_that_copy_train(tmp_path, tiny_model_
     model, tok = load_model(directory), load_tokenizer(directory)
     docs = [[tok.bos_id, *tok.encode(f"Document {i} says hello to the world")] for i in range(4)]
     p = {"memorisation_prefix_tokens": 8, "memorisation_new_tokens": 24, "memorisation_span": 20,
-         "memorisation_prefixes": 4, "batch_size": 2}
+         "memorisation_prefixes": 4, "batch_size": 2, "generation_batch_size": 2}
     sampling = Sampling(24, temperature=0, stop_ids=(tok.eos_id, tok.bos_id))
     continuations = [c.tokens for c in generate_batched(model, [d[:8] for d in docs], sampling, tok.pad_id, 2)]
     unrelated = write_token_shard(tmp_path / "a", [[tok.bos_id, *tok.encode("nothing like it " * 8)]], tok.vocab_size)

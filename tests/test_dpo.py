@@ -13,7 +13,14 @@ from llmpipe.model.directory import load_model
 from llmpipe.posttrain.dpo import PreferencePair, dpo_loss, reference_scores, reward_metrics, score
 from llmpipe.tasks.formats import DataFormatError
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import option_logprobs, pair_batch, sequence_logprobs, summed_logprobs, token_logprobs
+from llmpipe.train.logprobs import (
+    micro_batches,
+    option_logprobs,
+    pair_batch,
+    sequence_logprobs,
+    summed_logprobs,
+    token_logprobs,
+)
 from tests.conftest import WORLD, write_jsonl_lines
 
 
@@ -48,13 +55,13 @@ def test_one_step_raises_chosen_relative_to_rejected(tiny_model):
     runtime = rt.start("cpu", "float32")
     prompt, chosen, rejected = [1, 2, 3], [4, 5, 6], [7, 8, 9]
     pairs = [(prompt, chosen), (prompt, rejected)]
-    ref = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
+    ref = summed_logprobs(model, pairs, pad_id=0, max_tokens=64, runtime=runtime)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     logps = sequence_logprobs(model, pair_batch(pairs, pad_id=0))
     assert torch.allclose(logps.detach(), ref)  # padding-safe and identical with or without grad
     dpo_loss(logps[:1], logps[1:], ref[:1], ref[1:], beta=0.1).mean().backward()
     optimizer.step()
-    after = summed_logprobs(model, pairs, pad_id=0, batch_size=2, runtime=runtime)
+    after = summed_logprobs(model, pairs, pad_id=0, max_tokens=64, runtime=runtime)
     assert (after[0] - after[1]) > (ref[0] - ref[1])
 
 
@@ -68,7 +75,9 @@ def test_option_scores_from_a_shared_prompt_equal_the_pairs_scores(tiny_model):
     prompts = [[1, 2, 3, 4], [5], [6, 7]]
     options = [[[8], [9, 10], [11, 12, 13]], [[14, 15]], [[16], [17], [18, 19, 20], [21]]]
     pairs = [(p, o) for p, opts in zip(prompts, options) for o in opts]
-    expected = summed_logprobs(model, pairs, pad_id=0, batch_size=3, runtime=runtime)
+    expected = summed_logprobs(model, pairs, pad_id=0, max_tokens=1000, runtime=runtime)
+    for max_tokens in (1, 9):  # each pair alone; length-sorted groups, returned in the pairs' order
+        assert torch.allclose(summed_logprobs(model, pairs, 0, max_tokens, runtime), expected, atol=1e-5)
     for max_rows in (1, 4, 100):
         got = torch.cat(option_logprobs(model, prompts, options, 0, max_rows, runtime))
         assert torch.allclose(got, expected, atol=1e-5), (max_rows, got, expected)
@@ -109,6 +118,17 @@ def test_reference_scores_only_the_pairs_training_uses(tiny_model):
     )
 
 
+def test_micro_batches_group_rows_by_length_within_the_token_budget():
+    lengths = [5, 2, 9, 2, 4, 30, 3]
+    groups = micro_batches(lengths, max_tokens=10)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # every row once
+    assert groups == [[1, 3, 6], [4, 0], [2], [5]]  # ascending; rows x longest <= 10; 30 alone
+    assert all(len(g) * max(lengths[i] for i in g) <= 10 for g in groups if len(g) > 1)
+    assert micro_batches([], 10) == []
+    with pytest.raises(ValueError, match="max_tokens"):
+        micro_batches([1], 0)
+
+
 def test_pair_batch_targets_only_the_completion():
     batch = pair_batch([([1, 2], [3]), ([4], [5, 6, 7])], pad_id=0)
     assert batch.inputs.tolist() == [[1, 2, 0], [4, 5, 6]]
@@ -146,6 +166,27 @@ def test_dpo_stage_writes_a_model_dir_metrics_and_start_vs_end_stats(tmp_path, t
     assert extra["heldout_reward_margin"] > 0  # the held-out pairs are training pairs here
     assert {"heldout_answer_accuracy", "heldout_answer_accuracy_start", "heldout_arithmetic_accuracy"} <= set(extra)
     assert read_json(out / "config.json")["stage"] == "dpo"
+
+
+def test_micro_batches_leave_the_dpo_update_as_one_batch_gives_it(tmp_path, tiny_model_dir):
+    """A step's pairs split into length-sorted micro-batches (here: each pair alone) accumulate the
+    gradient one batch of all of them gives: the same losses and, up to float rounding, weights."""
+    base = tiny_model_dir()
+    train, heldout = (write_jsonl_lines(tmp_path / "train.jsonl", PAIRS),
+                      write_jsonl_lines(tmp_path / "heldout.jsonl", PAIRS[1:]))
+    runs = {}
+    for name, micro in (("one_batch", 10**6), ("pair_by_pair", 1)):
+        params = {"epochs": 2, "batch_size": 3, "lr": 1.0e-3, "eval_every": 1, "eval_fact_questions": 2,
+                  "eval_max_new_tokens": 4, "device": "cpu", "micro_batch_tokens": micro}
+        main(["dpo", "--params", json.dumps(params), "--world", WORLD, "--base", str(base), "--train", str(train),
+              "--heldout", str(heldout), "--output", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")])
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = (rows, load_model(tmp_path / name).state_dict())
+    (rows_a, weights_a), (rows_b, weights_b) = runs["one_batch"], runs["pair_by_pair"]
+    assert [r["loss"] for r in rows_a] == pytest.approx([r["loss"] for r in rows_b], rel=1e-5)
+    assert [r["heldout_reward_margin"] for r in rows_a] == pytest.approx([r["heldout_reward_margin"] for r in rows_b],
+                                                                        rel=1e-4, abs=1e-6)
+    assert all(torch.allclose(weights_a[k], weights_b[k], atol=1e-6) for k in weights_a)
 
 
 def test_malformed_preference_file_names_file_and_line(tmp_path, tiny_model_dir):

@@ -88,6 +88,15 @@ def batch_sizes(m: GPT, prompts, sampling, **engine) -> tuple[list[list[int]], l
         hook.remove()
 
 
+def test_sampling_draws_each_token_at_its_probability_and_never_an_impossible_one():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])  # impossible first, inside and last
+    logits = probs.log().expand(40_000, -1)
+    tokens = sample_next(logits, Sampling(temperature=1.0), torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    assert freq[[0, 2, 5]].sum() == 0
+    assert torch.allclose(freq, probs, atol=0.01), freq
+
+
 def test_repeated_prompts_are_prefilled_once_and_give_the_same_tokens():
     m = model(n_kv_head=2)
     group = [p for p in PROMPTS for _ in range(4)]  # RL's layout: each prompt's samples together

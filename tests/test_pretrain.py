@@ -216,6 +216,18 @@ def test_changed_settings_start_fresh_instead_of_resuming(packed, tmp_path):
     assert [r["step"] for r in metrics(out)] == list(range(1, 13))
 
 
+def test_micro_batch_size_trades_speed_not_results(packed, tmp_path):
+    """batch_size splits a step of tokens_per_step into micro-batches of the same rows in the same
+    order: halving it (two micro-batches a step) gives the same losses up to float rounding."""
+    for name, batch_size in (("whole", 4), ("halves", 2)):
+        run_pretrain(packed, tmp_path / name, pretrain_settings(
+            max_steps=6, eval_every=6, batch_size=batch_size, tokens_per_step=256, optimizer="muon"))
+    whole, halves = metrics(tmp_path / "whole"), metrics(tmp_path / "halves")
+    for a, b in zip(whole, halves, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert halves[-1]["val_loss"] == pytest.approx(whole[-1]["val_loss"], rel=1e-4)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_ddp_on_two_gloo_processes_matches_one_process(packed, tmp_path, optimizer):
     """Muon too: DDP averages the gradients before the step, so each rank orthogonalises the

@@ -92,6 +92,20 @@ def test_rl_steps_run_end_to_end_deterministically_and_write_a_model_dir(tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
 
 
+def test_micro_batches_leave_the_rl_update_as_one_batch_gives_it(tmp_path, tiny_model_dir):
+    """Each sample alone (micro_batch_tokens 1) or all in one padded batch: the same samples, the
+    same token-mean loss and, up to float rounding, the same weights after the steps."""
+    base = tiny_model_dir()
+    rows_a, _ = run_rl(tmp_path, base, "one_batch", micro_batch_tokens=10**6)
+    rows_b, _ = run_rl(tmp_path, base, "sample_by_sample", micro_batch_tokens=1)
+    for a, b in zip(rows_a, rows_b):
+        assert (a["reward"], a["tokens"], a["completion_length"]) == (b["reward"], b["tokens"], b["completion_length"])
+        for key in ("loss", "kl", "entropy", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    a, b = load_model(tmp_path / "one_batch").state_dict(), load_model(tmp_path / "sample_by_sample").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_malformed_problem_file_names_file_and_line(tmp_path, tiny_model_dir):
     base = tiny_model_dir()
     write_jsonl_lines(tmp_path / "rl_train.jsonl", [PROBLEMS[0], {"prompt": "How many?", "answer": "ten"}])

@@ -42,7 +42,7 @@ from llmpipe.tasks.heldout import HeldOut
 from llmpipe.tasks.rewards import parse_final_answer
 from llmpipe.tokenizer.chat import as_messages, completion_ids, prompt_ids
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import pair_batch, sequence_logprobs, summed_logprobs
+from llmpipe.train.logprobs import micro_batches, pair_batch, sequence_logprobs, summed_logprobs
 from llmpipe.train.schedule import batch_order
 
 
@@ -128,27 +128,27 @@ class Scored:
 
 
 def score(
-    model, pairs: list[PreferencePair], pad_id: int, batch_size: int, runtime: rt.Runtime
+    model, pairs: list[PreferencePair], pad_id: int, max_tokens: int, runtime: rt.Runtime
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of every pair's chosen and of its rejected completion, without gradients."""
-    chosen = summed_logprobs(model, [(p.prompt, p.chosen) for p in pairs], pad_id, batch_size, runtime)
-    rejected = summed_logprobs(model, [(p.prompt, p.rejected) for p in pairs], pad_id, batch_size, runtime)
+    chosen = summed_logprobs(model, [(p.prompt, p.chosen) for p in pairs], pad_id, max_tokens, runtime)
+    rejected = summed_logprobs(model, [(p.prompt, p.rejected) for p in pairs], pad_id, max_tokens, runtime)
     return chosen, rejected
 
 
 def reference_scores(
-    model, pairs: list[PreferencePair], used: torch.Tensor, pad_id: int, batch_size: int, runtime: rt.Runtime
+    model, pairs: list[PreferencePair], used: torch.Tensor, pad_id: int, max_tokens: int, runtime: rt.Runtime
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``score`` of the pairs at indices ``used``, in tensors over all pairs (NaN elsewhere)."""
     chosen, rejected = torch.full((len(pairs),), math.nan), torch.full((len(pairs),), math.nan)
-    chosen[used], rejected[used] = score(model, [pairs[i] for i in used.tolist()], pad_id, batch_size, runtime)
+    chosen[used], rejected[used] = score(model, [pairs[i] for i in used.tolist()], pad_id, max_tokens, runtime)
     return chosen, rejected
 
 
-def heldout_rewards(model, heldout: Scored, pad_id: int, batch_size: int, beta: float, runtime: rt.Runtime) -> dict:
+def heldout_rewards(model, heldout: Scored, pad_id: int, max_tokens: int, beta: float, runtime: rt.Runtime) -> dict:
     if not heldout.pairs:
         return {}
-    chosen, rejected = score(model, heldout.pairs, pad_id, batch_size, runtime)
+    chosen, rejected = score(model, heldout.pairs, pad_id, max_tokens, runtime)
     metrics = reward_metrics(chosen, rejected, heldout.ref_chosen, heldout.ref_rejected, beta)
     return {f"heldout_{k}": v for k, v in metrics.items()}
 
@@ -179,7 +179,7 @@ def answer_accuracy(model, tokenizer, problems: list[dict], p: dict, held: HeldO
 def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     base = trainer.load_base(p, args.base)
     model, tokenizer, runtime = base.model, base.tokenizer, base.runtime
-    context, pad_id, bs = model.config.context_length, tokenizer.pad_id, p["eval_batch_size"]
+    context, pad_id, micro = model.config.context_length, tokenizer.pad_id, p["micro_batch_tokens"]
     held = trainer.world_heldout(args)
 
     train_rows, heldout_rows = read_preferences(args.train), read_preferences(args.heldout)
@@ -199,36 +199,48 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
     # the frozen reference = the starting weights: score every pair training will use (all of
     # them from one epoch on) and every held-out pair once, before any step
     used = torch.cat(order).unique()
-    train_set = Scored(train_pairs, *reference_scores(model, train_pairs, used, pad_id, bs, runtime))
-    heldout_set = Scored(heldout_pairs, *score(model, heldout_pairs, pad_id, bs, runtime))
+    train_set = Scored(train_pairs, *reference_scores(model, train_pairs, used, pad_id, micro, runtime))
+    heldout_set = Scored(heldout_pairs, *score(model, heldout_pairs, pad_id, micro, runtime))
     reference_seconds = time.perf_counter() - start_time
     problems = arithmetic_problems_of(heldout_rows)
-    start_eval = heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime)
+    start_eval = heldout_rewards(model, heldout_set, pad_id, micro, p["beta"], runtime)
     start_answers = answer_accuracy(model, tokenizer, problems, p, held)
     optimizer = trainer.make_optimizer(model, p, runtime)
 
     def step_fn(step: int, index: torch.Tensor) -> dict:
         t0 = time.perf_counter()
-        chosen = [(train_pairs[i].prompt, train_pairs[i].chosen) for i in index]
-        rejected = [(train_pairs[i].prompt, train_pairs[i].rejected) for i in index]
-        batch = pair_batch(chosen + rejected, pad_id, context).to(runtime.device)
-        with runtime.autocast():
-            logps = sequence_logprobs(model, batch).float()
-        policy_chosen, policy_rejected = logps[: len(index)], logps[len(index):]
-        ref_chosen = train_set.ref_chosen[index].to(runtime.device)
-        ref_rejected = train_set.ref_rejected[index].to(runtime.device)
-        chosen_len, rejected_len = (t.to(runtime.device) for t in train_set.lengths(index))
-        preference = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, p["beta"], p["loss"],
-                              chosen_len, rejected_len).mean()
-        nll_chosen = -(policy_chosen / chosen_len).mean()
-        loss = preference + p["sft_weight"] * nll_chosen
-        grad_norm = trainer.optimizer_step(model, optimizer, loss, p["grad_clip"])
+        n = len(index)
+        policy_chosen, policy_rejected = torch.zeros(n), torch.zeros(n)  # detached, for the metrics
+        preference_sum = nll_sum = 0.0
+        # each micro-batch runs a group of pairs' chosen and rejected rows; the loss is a mean
+        # over pairs, so each group adds its pairs' terms / n and the gradients sum to the step's
+        widths = [len(train_pairs[i].prompt) + max(len(train_pairs[i].chosen), len(train_pairs[i].rejected)) - 1
+                  for i in index.tolist()]
+        for group in micro_batches(widths, max(1, micro // 2)):
+            sel = index[group]
+            pairs = [train_pairs[i] for i in sel.tolist()]
+            rows = [(q.prompt, q.chosen) for q in pairs] + [(q.prompt, q.rejected) for q in pairs]
+            batch = pair_batch(rows, pad_id, context).to(runtime.device)
+            with runtime.autocast():
+                logps = sequence_logprobs(model, batch).float()
+            chosen, rejected = logps[: len(sel)], logps[len(sel):]
+            chosen_len, rejected_len = (t.to(runtime.device) for t in train_set.lengths(sel))
+            preference = dpo_loss(chosen, rejected, train_set.ref_chosen[sel].to(runtime.device),
+                                  train_set.ref_rejected[sel].to(runtime.device), p["beta"], p["loss"],
+                                  chosen_len, rejected_len).sum() / n
+            nll_chosen = -(chosen / chosen_len).sum() / n
+            (preference + p["sft_weight"] * nll_chosen).backward()
+            preference_sum += float(preference.detach())
+            nll_sum += float(nll_chosen.detach())
+            policy_chosen[group], policy_rejected[group] = chosen.detach().cpu(), rejected.detach().cpu()
+        grad_norm = trainer.apply_gradients(model, optimizer, p["grad_clip"])
         return {
-            "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
-            "preference_loss": float(preference.detach()), "nll_chosen": float(nll_chosen.detach()),
+            "epoch": step / steps_per_epoch, "loss": preference_sum + p["sft_weight"] * nll_sum,
+            "preference_loss": preference_sum, "nll_chosen": nll_sum,
             "grad_norm": grad_norm,
-            **reward_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, p["beta"]),
-            "pairs_per_s": len(index) / (time.perf_counter() - t0),
+            **reward_metrics(policy_chosen, policy_rejected, train_set.ref_chosen[index],
+                             train_set.ref_rejected[index], p["beta"]),
+            "pairs_per_s": n / (time.perf_counter() - t0),
         }
 
     history, last_eval = trainer.train_steps(
@@ -237,7 +249,7 @@ def train(p: dict, args: argparse.Namespace, stats: StageStats) -> None:
         p,
         order,
         step_fn,
-        lambda: heldout_rewards(model, heldout_set, pad_id, bs, p["beta"], runtime),
+        lambda: heldout_rewards(model, heldout_set, pad_id, micro, p["beta"], runtime),
         "dpo",
         {"loss": "loss", "acc": "reward_accuracy"},
     )

@@ -38,7 +38,7 @@ from llmpipe.tasks.formats import read_problems
 from llmpipe.tasks.rewards import Number, parse_final_answer, parse_number, reward
 from llmpipe.tokenizer.chat import END, as_messages, prompt_ids
 from llmpipe.train import runtime as rt
-from llmpipe.train.logprobs import pair_batch, token_logprobs
+from llmpipe.train.logprobs import micro_batches, pair_batch, token_logprobs
 from llmpipe.train.schedule import batch_order
 
 EXAMPLES = 8  # held-out completions kept in stats.json for the report
@@ -179,28 +179,41 @@ def rl_step(
     advantages, zero_spread = group_advantages(rewards, p["std_normalize"])
 
     pairs = [(problems[i // G].prompt, r.completion) for i, r in enumerate(rollouts)]
-    batch = pair_batch(pairs, tokenizer.pad_id, model.config.context_length).to(runtime.device)
-    advantages = advantages.view(-1).to(runtime.device)
+    # length-sorted micro-batches: the loss is a mean over every completion token of the step, so
+    # each micro-batch's token mean is weighted by its share of the tokens and the gradients add up
+    groups = micro_batches([len(a) + len(b) - 1 for a, b in pairs], p["micro_batch_tokens"])
+    batches = [pair_batch([pairs[i] for i in g], tokenizer.pad_id, model.config.context_length).to(runtime.device)
+               for g in groups]
+    advantages = advantages.view(-1)
+    micro_advantages = [advantages[g].to(runtime.device) for g in groups]
+    n_tokens = sum(int(b.mask.sum()) for b in batches)
+    shares = [int(b.mask.sum()) / max(n_tokens, 1) for b in batches]
     model.train()
-    old_logp = ref_logp = None
+    old_logps: list[torch.Tensor] = []
+    ref_logps: list[torch.Tensor | None] = [None] * len(batches)
     if reference is not None:
         with torch.no_grad(), runtime.autocast():
-            ref_logp = token_logprobs(reference, batch, T)[0]
-    losses, clips, kls, grad_norms, entropy = [], [], [], [], None
+            ref_logps = [token_logprobs(reference, b, T)[0] for b in batches]
+    losses, clips, kls, grad_norms, entropy = [], [], [], [], 0.0
     for epoch in range(p["ppo_epochs"]):
-        with runtime.autocast():
-            logp, ent = token_logprobs(model, batch, T, with_entropy=epoch == 0)
-        if epoch == 0:  # the weights that sampled: pi_old, for every pass over these samples
-            old_logp = logp.detach()
-            entropy = float(ent.sum() / batch.mask.sum().clamp(min=1))
-        loss, stats = grpo_loss(
-            logp, old_logp, advantages, batch.mask,
-            p["clip_eps_low"], p["clip_eps_high"], ref_logp, p["kl_coef"],
-        )
-        grad_norms.append(trainer.optimizer_step(model, optimizer, loss, p["grad_clip"]))
-        losses.append(float(loss.detach()))
-        clips.append(stats["clip_fraction"])
-        kls.append(stats.get("kl", 0.0))
+        loss_sum = clip_sum = kl_sum = 0.0
+        for j, (b, adv, share) in enumerate(zip(batches, micro_advantages, shares)):
+            with runtime.autocast():
+                logp, ent = token_logprobs(model, b, T, with_entropy=epoch == 0)
+            if epoch == 0:  # the weights that sampled: pi_old, for every pass over these samples
+                old_logps.append(logp.detach())
+                entropy += float(ent.sum()) / max(n_tokens, 1)
+            loss, stats = grpo_loss(
+                logp, old_logps[j], adv, b.mask, p["clip_eps_low"], p["clip_eps_high"], ref_logps[j], p["kl_coef"],
+            )
+            (loss * share).backward()
+            loss_sum += float(loss.detach()) * share
+            clip_sum += stats["clip_fraction"] * share
+            kl_sum += stats.get("kl", 0.0) * share
+        grad_norms.append(trainer.apply_gradients(model, optimizer, p["grad_clip"]))
+        losses.append(loss_sum)
+        clips.append(clip_sum)
+        kls.append(kl_sum)
     correct_frac = sum(correct(r.text, problems[i // G].answer) for i, r in enumerate(rollouts)) / len(rollouts)
     row = {
         "loss": sum(losses) / len(losses), "reward": float(rewards.mean()), "accuracy": correct_frac,
@@ -209,7 +222,7 @@ def rl_step(
         "ended": sum(r.ended for r in rollouts) / len(rollouts),
         "zero_spread_fraction": float(zero_spread.float().mean()),
         "clip_fraction": sum(clips) / len(clips), "entropy": entropy,
-        "grad_norm": grad_norms[-1], "tokens": int(batch.mask.sum()),
+        "grad_norm": grad_norms[-1], "tokens": n_tokens,
     }
     if reference is not None:
         row["kl"] = sum(kls) / len(kls)

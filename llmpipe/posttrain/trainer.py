@@ -64,6 +64,11 @@ def make_optimizer(model: GPT, p: dict, runtime: rt.Runtime) -> torch.optim.Opti
 def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> float:
     """Backward, clip the gradient norm to ``grad_clip``, step, clear; the norm before clipping."""
     loss.backward()
+    return apply_gradients(model, optimizer, grad_clip)
+
+
+def apply_gradients(model: GPT, optimizer: torch.optim.Optimizer, grad_clip: float) -> float:
+    """Clip the accumulated gradient's norm to ``grad_clip``, step, clear; the norm before clipping."""
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -127,7 +127,7 @@ def chat_metrics(
     ``facts_held_out`` / ``facts_in_distribution`` (the questions, split by their ``held_out``)
     and ``arithmetic_held_out`` / ``arithmetic_in_distribution`` (``problems`` by side: evaluate
     passes rl_test.jsonl's rows and the eval_sets in-distribution problems, read as DAG inputs)."""
-    bs, budget = p["batch_size"], p["chat_max_new_tokens"]
+    bs, budget = p["generation_batch_size"], p["chat_max_new_tokens"]
     out = {}
     for side, heldout in SIDES:
         side_questions = [q for q in questions if q.held_out == heldout]

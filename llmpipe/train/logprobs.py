@@ -56,6 +56,27 @@ def pair_batch(pairs: Sequence[Pair], pad_id: int, context_length: int | None = 
     return PairBatch(inputs, targets)
 
 
+def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Row indices in groups to run one at a time: sorted by length, each group as many rows as
+    fit ``max_tokens`` once padded to its longest (a longer row goes alone); every row once.
+
+    On a CPU a forward and backward of 128 RL samples padded to one width ran at 2.2x the time of
+    the same samples in length-sorted groups of 16 to 32 (6.7 s against 3.0 to 3.4 s, tiny model,
+    2 threads): a third of the padded positions were padding, and activations past the cache's
+    size run slower per token. The order within a length is the input order (a stable sort).
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    groups: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        # sorted ascending, so this row is the group's longest
+        if groups and (len(groups[-1]) + 1) * lengths[row] <= max_tokens:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
 def token_logprobs(
     model: GPT, batch: PairBatch, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -86,18 +107,19 @@ def sequence_logprobs(model: GPT, batch: PairBatch, temperature: float = 1.0) ->
 
 
 @torch.no_grad()
-def summed_logprobs(model: GPT, pairs: Sequence[Pair], pad_id: int, batch_size: int, runtime: Runtime) -> torch.Tensor:
-    """Summed completion log-probs [N] (on the CPU) of many pairs, batched, without gradients:
-    a frozen reference's scores, an evaluation."""
+def summed_logprobs(model: GPT, pairs: Sequence[Pair], pad_id: int, max_tokens: int, runtime: Runtime) -> torch.Tensor:
+    """Summed completion log-probs [N] (on the CPU, in the order of ``pairs``) of many pairs,
+    without gradients, in length-sorted ``micro_batches`` of ``max_tokens``: a frozen
+    reference's scores, an evaluation."""
     was_training = model.training
     model.eval()
-    out = []
-    for start in range(0, len(pairs), batch_size):
-        batch = pair_batch(pairs[start : start + batch_size], pad_id, model.config.context_length)
+    out = torch.zeros(len(pairs))
+    for rows in micro_batches([len(p) + len(c) - 1 for p, c in pairs], max_tokens):
+        batch = pair_batch([pairs[i] for i in rows], pad_id, model.config.context_length)
         with runtime.autocast():
-            out.append(sequence_logprobs(model, batch.to(runtime.device)).float().cpu())
+            out[rows] = sequence_logprobs(model, batch.to(runtime.device)).float().cpu()
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    return out
 
 
 @torch.no_grad()
@@ -147,24 +169,23 @@ def _option_batch(
     width = max(map(len, flat))
     if ids.size(1) + width - 1 > model.config.context_length:
         raise ValueError(f"a prompt and option of {ids.size(1) + width} tokens do not fit the context")
+    lengths = torch.tensor([len(o) for o in flat])
     option_ids = torch.full((len(flat), width), pad_id, dtype=torch.long)
-    real = torch.zeros((len(flat), width), dtype=torch.bool)
     for row, o in enumerate(flat):
         option_ids[row, : len(o)] = torch.tensor(o, dtype=torch.long)
-        real[row, : len(o)] = True
-    option_ids, real = option_ids.to(device), real.to(device)
+    option_ids = option_ids.to(device)
     cache = KVCache(model.config, len(prompts), ids.size(1) + width - 1, device, next(model.parameters()).dtype)
     with runtime.autocast():
         last = model.lm_head(model.hidden(ids, segments=segments, cache=cache)[:, -1]).float().log_softmax(-1)
-        rows = torch.tensor(owner, device=device)
-        cache.select(rows)
+        owners = torch.tensor(owner, device=device)
         # the first option token is predicted by the prompt's last position, token j by option token j - 1
-        first = last[rows].gather(1, option_ids[:, :1])
-        if width > 1:
-            following = model(option_ids[:, :-1], cache=cache)[0].float().log_softmax(-1)
-            rest = following.gather(2, option_ids[:, 1:, None]).squeeze(2)
-            scores = torch.cat([first, rest], dim=1)
-        else:
-            scores = first
-    totals = torch.where(real, scores, 0.0).sum(1).cpu()
+        totals = last[owners].gather(1, option_ids[:, :1]).squeeze(1).cpu()
+        # options of one length run together, so none runs its batch's padding (options of the
+        # default probes are 1 to 8 tokens, 3.2 on average: a padded batch ran twice the positions)
+        for length in sorted(set(lengths.tolist()) - {1}):
+            same = (lengths == length).nonzero().squeeze(1)
+            rows = same.to(device)
+            following = model(option_ids[rows, : length - 1], cache=cache.take(owners[rows]))[0]
+            rest = following.float().log_softmax(-1).gather(2, option_ids[rows, 1:length, None]).squeeze(2)
+            totals[same] += rest.sum(1).cpu()
     return list(totals.split([len(opts) for opts in options]))
