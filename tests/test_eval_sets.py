@@ -55,7 +55,8 @@ def test_evaluate_scores_the_rl_test_file_it_is_given(tiny_model_dir):
     model, tok = load_model(directory), load_tokenizer(directory)
     user_test = [{"prompt": "Zed has 2 owls and gets 3 more. How many owls does Zed have now?", "answer": "5"},
                  {"prompt": "A crate holds 4 rows of 2 jars. How many jars?", "answer": "8"}]
-    p = stage_params(json.dumps({"sample_prompts": [], "chat_max_new_tokens": 4, "batch_size": 2, "generation_batch_size": 2}), None, "evaluate")
+    settings = {"sample_prompts": [], "chat_max_new_tokens": 4, "batch_size": 2, "generation_batch_size": 2}
+    p = stage_params(json.dumps(settings), None, "evaluate")
     sets = EvalSets(fact_probes=[], chat=[], chat_arithmetic=[], arithmetic_fewshot=[], rl_test=user_test)
     with torch.no_grad():
         metrics = evaluate(model, tok, {}, sets, p, rt.Runtime(torch.device("cpu"), torch.float32))
