@@ -111,8 +111,8 @@ def memorisation_metrics(model: GPT, tokenizer, index: TrainIndex, docs: list[li
         return {"n": 0, "span_tokens": span}
     prefixes = [d[:prefix_len] for d in chosen]
     sampling = Sampling(new, temperature=0, stop_ids=(tokenizer.eos_id, tokenizer.bos_id))
-    batches = generate_batched(model, prefixes, sampling, tokenizer.pad_id, p["generation_batch_size"])
-    continuations = [c.tokens for c in batches]
+    completions = generate_batched(model, prefixes, sampling, tokenizer.pad_id, p["generation_batch_size"])
+    continuations = [c.tokens for c in completions]
     found = [index.longest_match(c) for c in continuations]
     reference = [index.longest_match(d[prefix_len : prefix_len + new]) for d in chosen]
     longest = [n for n, _ in found]

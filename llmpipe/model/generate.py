@@ -40,7 +40,8 @@ def sample_next(logits: torch.Tensor, s: Sampling, generator: torch.Generator | 
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     # inverse-CDF sampling: the first token whose cumulative probability exceeds a uniform draw
-    # scaled to the row's total (so a token of probability 0 is never drawn); the same
+    # scaled to the row's total, so a token of probability 0 is not drawn (save when the draw
+    # rounds up to the total itself, about once in 2^24 draws: then the last token). The same
     # distribution as torch.multinomial, at a thirtieth of its time on a CPU for 128 x 2048
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)
     draw = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device) * cdf[:, -1:]

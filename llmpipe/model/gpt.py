@@ -155,23 +155,22 @@ class KVCache:
         self.segments[:, self.pos : end] = segments
         return self.segments[:, :end]
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (or repeat) batch rows ``rows`` [B'] of every layer: drop finished sequences, or
-        copy one prompt's prefix to each of its samples. Only the filled positions are copied: the
-        rest is room the next tokens overwrite before anything reads it (copying whole buffers was
-        a tenth of RL's sampling time)."""
-        filled = slice(0, self.pos)
-        k, v = self.k.new_empty((self.k.size(0), len(rows), *self.k.shape[2:])), self.v.new_empty(
-            (self.v.size(0), len(rows), *self.v.shape[2:]))
-        k[:, :, :, filled], v[:, :, :, filled] = self.k[:, rows, :, filled], self.v[:, rows, :, filled]
-        self.k, self.v = k, v
-        self.segments = self.segments[rows]
-
     def take(self, rows: torch.Tensor) -> KVCache:
-        """A new cache of batch rows ``rows`` [B'] (copied; this one is left as it is)."""
+        """A new cache of batch rows ``rows`` [B'] (this one is left as it is). Only the filled
+        positions are copied: the rest is room the next tokens overwrite before anything reads it
+        (copying whole buffers was a tenth of RL's sampling time)."""
         new = object.__new__(KVCache)
-        new.k, new.v, new.segments, new.pos = self.k[:, rows], self.v[:, rows], self.segments[rows], self.pos
+        new.k, new.v = (buf.new_empty((buf.size(0), len(rows), *buf.shape[2:])) for buf in (self.k, self.v))
+        new.k[:, :, :, : self.pos] = self.k[:, rows, :, : self.pos]
+        new.v[:, :, :, : self.pos] = self.v[:, rows, :, : self.pos]
+        new.segments, new.pos = self.segments[rows], self.pos
         return new
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) batch rows ``rows`` [B'] in place: drop finished sequences, or copy one
+        prompt's prefix to each of its samples."""
+        kept = self.take(rows)
+        self.k, self.v, self.segments = kept.k, kept.v, kept.segments
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         end = self.pos + k.size(2)

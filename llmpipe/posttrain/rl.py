@@ -186,8 +186,9 @@ def rl_step(
                for g in groups]
     advantages = advantages.view(-1)
     micro_advantages = [advantages[g].to(runtime.device) for g in groups]
-    n_tokens = sum(int(b.mask.sum()) for b in batches)
-    shares = [int(b.mask.sum()) / max(n_tokens, 1) for b in batches]
+    counts = [int(b.mask.sum()) for b in batches]
+    n_tokens = sum(counts)
+    shares = [c / max(n_tokens, 1) for c in counts]
     model.train()
     old_logps: list[torch.Tensor] = []
     ref_logps: list[torch.Tensor | None] = [None] * len(batches)

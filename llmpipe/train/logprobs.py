@@ -60,9 +60,9 @@ def micro_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     """Row indices in groups to run one at a time: sorted by length, each group as many rows as
     fit ``max_tokens`` once padded to its longest (a longer row goes alone); every row once.
 
-    On a CPU a forward and backward of 128 RL samples padded to one width ran at 2.2x the time of
-    the same samples in length-sorted groups of 16 to 32 (6.7 s against 3.0 to 3.4 s, tiny model,
-    2 threads): a third of the padded positions were padding, and activations past the cache's
+    On a CPU a forward and backward of 128 RL samples padded to one width took about twice the
+    time of the same samples in length-sorted groups of 16 to 32 (6.7 s against 3.0 to 3.4 s, tiny
+    model, 2 threads): a third of the padded positions were padding, and activations past the cache's
     size run slower per token. The order within a length is the input order (a stable sort).
     """
     if max_tokens < 1:
